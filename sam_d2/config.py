@@ -1,0 +1,69 @@
+"""Config keys of sam_d2, added to a Detectron2 yacs config by :func:`add_sam_config`.
+
+Every key is commented where it is defined. Sections:
+    MODEL.SAM          the SAM model (encoder preset, prompt encoder, mask decoder, inference)
+    MODEL.SAM_PROMPTED detector-prompted SAM (the detector's boxes become SAM box prompts)
+    MODEL.VIT          the shared ViT as ViTDet backbone (inside SimpleFeaturePyramid)
+    SAM_AUTO           the automatic mask generator (grid prompts, crops, filtering)
+    TEST.POINT_EVAL    the single-point valid-mask benchmark
+    TEST.EDGES         the BSDS500 zero-shot edge benchmark
+    SOLVER (extra)     layer-wise lr decay for ViT fine-tuning
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_sam_config"]
+
+
+def _add_model_config(cfg: CN) -> None:
+    _C = cfg
+    # SAM expects RGB in [0, 255], normalised with ImageNet statistics (not stored in checkpoints).
+    _C.INPUT.FORMAT = "RGB"
+    _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+
+    _C.MODEL.SAM = CN()
+    # Encoder preset: "vit_b", "vit_l", "vit_h" (the official models), or "custom" to build the
+    # encoder from MODEL.SAM.ENCODER below (tiny models for tests, new sizes).
+    _C.MODEL.SAM.VARIANT = "vit_b"
+    # Longest image side fed to the encoder; images are resized so that their longest side has
+    # this length, then zero-padded (after normalisation) to a square.
+    _C.MODEL.SAM.IMAGE_SIZE = 1024
+    # Logit threshold turning mask logits into binary masks.
+    _C.MODEL.SAM.MASK_THRESHOLD = 0.0
+    # Return the 3 multimask outputs (True) or the single-mask output (False) by default.
+    _C.MODEL.SAM.MULTIMASK_OUTPUT = True
+    # Stochastic depth in the encoder (training only; the paper's recipe uses 0.4).
+    _C.MODEL.SAM.DROP_PATH_RATE = 0.0
+    # Compute precision of the image encoder at inference: "fp32", "bf16" or "fp16" (autocast).
+    _C.MODEL.SAM.ENCODER_DTYPE = "fp32"
+    # Number of prompts decoded at once (bounds the decoder's memory: each prompt holds a
+    # 256x64x64 copy of the image embedding while it is decoded).
+    _C.MODEL.SAM.PROMPT_CHUNK_SIZE = 256
+
+    _C.MODEL.SAM.ENCODER = CN()
+    # Used only when VARIANT == "custom".
+    _C.MODEL.SAM.ENCODER.EMBED_DIM = 768
+    _C.MODEL.SAM.ENCODER.DEPTH = 12
+    _C.MODEL.SAM.ENCODER.NUM_HEADS = 12
+    # Indexes of blocks with global attention; all others use windowed attention.
+    _C.MODEL.SAM.ENCODER.GLOBAL_ATTN_INDEXES = [2, 5, 8, 11]
+    _C.MODEL.SAM.ENCODER.WINDOW_SIZE = 14
+    _C.MODEL.SAM.ENCODER.PATCH_SIZE = 16
+    _C.MODEL.SAM.ENCODER.MLP_RATIO = 4.0
+    # Output channels of the encoder's neck (= prompt embedding width).
+    _C.MODEL.SAM.ENCODER.OUT_CHANS = 256
+
+    _C.MODEL.SAM.DECODER = CN()
+    _C.MODEL.SAM.DECODER.DEPTH = 2  # two-way transformer blocks
+    _C.MODEL.SAM.DECODER.MLP_DIM = 2048
+    _C.MODEL.SAM.DECODER.NUM_HEADS = 8
+    _C.MODEL.SAM.DECODER.NUM_MULTIMASK_OUTPUTS = 3
+    _C.MODEL.SAM.DECODER.IOU_HEAD_DEPTH = 3
+    _C.MODEL.SAM.DECODER.IOU_HEAD_HIDDEN_DIM = 256
+    # Channels of the dense mask-prompt downscaler.
+    _C.MODEL.SAM.MASK_IN_CHANS = 16
+
+
+def add_sam_config(cfg: CN) -> None:
+    """Add every sam_d2 key, with its default, to a Detectron2 config (in place)."""
+    _add_model_config(cfg)

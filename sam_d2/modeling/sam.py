@@ -1,0 +1,196 @@
+"""The SAM model as a pure module: encode images once, decode any number of prompts.
+
+No config and no per-image state: :class:`sam_d2.SamPredictor` and the meta-architectures wrap it.
+Coordinates given to :meth:`Sam.decode` are pixels of the resized (longest side = ``img_size``)
+image, the "input frame".
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .image_encoder import ENCODER_PRESETS, SamImageEncoder
+from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .transformer import TwoWayTransformer
+
+__all__ = ["Sam", "build_sam_modules", "PIXEL_MEAN", "PIXEL_STD"]
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class Sam(nn.Module):
+    """Image encoder + prompt encoder + mask decoder.
+
+    Attributes ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` match the official
+    checkpoints' key prefixes.
+    """
+
+    mask_threshold: float = 0.0
+
+    def __init__(
+        self,
+        image_encoder: SamImageEncoder,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        pixel_mean: Sequence[float] = PIXEL_MEAN,
+        pixel_std: Sequence[float] = PIXEL_STD,
+    ) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def img_size(self) -> int:
+        """Side of the square encoder input."""
+        return self.image_encoder.img_size
+
+    def preprocess(self, images: Sequence[Tensor]) -> Tensor:
+        """Normalise RGB images and zero-pad them (bottom/right) to the encoder's square input.
+
+        Args:
+            images: B tensors (3, h, w), RGB in [0, 255], longest side at most ``img_size``.
+
+        Returns:
+            (B, 3, img_size, img_size) float tensor on the model's device.
+        """
+        s = self.img_size
+        batch = torch.zeros(len(images), 3, s, s, device=self.device)
+        for i, img in enumerate(images):
+            if img.dim() != 3 or img.shape[0] != 3:
+                raise ValueError(f"image {i}: expected shape (3, H, W), got {tuple(img.shape)}")
+            h, w = img.shape[-2:]
+            if max(h, w) > s:
+                raise ValueError(
+                    f"image {i}: size {h}x{w} exceeds the encoder input {s}; resize its longest "
+                    f"side to {s} first (sam_d2.data.transforms.ResizeLongestSide)"
+                )
+            img = img.to(self.device, torch.float32)
+            batch[i, :, :h, :w] = (img - self.pixel_mean) / self.pixel_std
+        return batch
+
+    def encode(self, batch: Tensor) -> Tensor:
+        """(B, 3, S, S) preprocessed images -> (B, C, S/16, S/16) image embeddings."""
+        return self.image_encoder(batch)
+
+    def decode(
+        self,
+        image_embeddings: Tensor,
+        point_coords: Optional[Tensor] = None,
+        point_labels: Optional[Tensor] = None,
+        boxes: Optional[Tensor] = None,
+        mask_inputs: Optional[Tensor] = None,
+        multimask_output: bool = True,
+        image_index: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor]:
+        """Decode N prompts against B image embeddings (one batched call, no loop over prompts).
+
+        Args:
+            image_embeddings: (B, C, h, w).
+            point_coords: (N, P, 2) XY pixels in the input frame; needs ``point_labels``.
+            point_labels: (N, P) 1 foreground, 0 background, -1 padding (ignored).
+            boxes: (N, 4) XYXY pixels in the input frame.
+            mask_inputs: (N, 1, 4h, 4w) mask logits, e.g. a previous low-res prediction.
+            multimask_output: return 3 masks per prompt instead of 1.
+            image_index: (N,) image of each prompt (optional when B == 1).
+
+        Returns:
+            low-res mask logits (N, K, 4h, 4w) and predicted IoUs (N, K), K = 3 or 1.
+        """
+        points = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_coords were given without point_labels")
+            points = (point_coords, point_labels)
+        sparse, dense = self.prompt_encoder(points, boxes, mask_inputs)
+        return self.mask_decoder(
+            image_embeddings,
+            self.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            multimask_output,
+            image_index,
+        )
+
+    def postprocess_masks(
+        self, masks: Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int]
+    ) -> Tensor:
+        """Low-res logits -> logits at the original image size.
+
+        Args:
+            masks: (N, K, h, w) logits on the padded encoder frame.
+            input_size: (h, w) of the resized image before padding.
+            original_size: (H, W) of the original image.
+
+        Returns:
+            (N, K, H, W) logits.
+        """
+        s = self.img_size
+        masks = F.interpolate(masks, (s, s), mode="bilinear", align_corners=False)
+        masks = masks[..., : input_size[0], : input_size[1]]
+        return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+
+
+def build_sam_modules(
+    variant: str = "vit_b",
+    img_size: int = 1024,
+    prompt_embed_dim: int = 256,
+    mask_in_chans: int = 16,
+    decoder_depth: int = 2,
+    decoder_mlp_dim: int = 2048,
+    decoder_num_heads: int = 8,
+    num_multimask_outputs: int = 3,
+    iou_head_depth: int = 3,
+    iou_head_hidden_dim: int = 256,
+    drop_path_rate: float = 0.0,
+    **encoder_kwargs: object,
+) -> Tuple[SamImageEncoder, PromptEncoder, MaskDecoder]:
+    """Build SAM's three modules from plain arguments.
+
+    Args:
+        variant: "vit_b", "vit_l", "vit_h" (official presets) or "custom" (``encoder_kwargs``
+            give embed_dim, depth, num_heads, global_attn_indexes, window_size, patch_size,
+            mlp_ratio).
+        encoder_kwargs: overrides of the preset's encoder arguments.
+    """
+    if variant == "custom":
+        enc = dict(encoder_kwargs)
+    elif variant in ENCODER_PRESETS:
+        enc = {**ENCODER_PRESETS[variant], **encoder_kwargs}
+    else:
+        raise ValueError(
+            f"unknown SAM variant {variant!r}; expected one of {sorted(ENCODER_PRESETS)} or 'custom'"
+        )
+    patch = int(enc.get("patch_size", 16))
+    grid = img_size // patch
+    image_encoder = SamImageEncoder(
+        img_size=img_size, out_chans=prompt_embed_dim, drop_path_rate=drop_path_rate, **enc
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=prompt_embed_dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(img_size, img_size),
+        mask_in_chans=mask_in_chans,
+    )
+    mask_decoder = MaskDecoder(
+        transformer_dim=prompt_embed_dim,
+        transformer=TwoWayTransformer(
+            depth=decoder_depth,
+            embedding_dim=prompt_embed_dim,
+            num_heads=decoder_num_heads,
+            mlp_dim=decoder_mlp_dim,
+        ),
+        num_multimask_outputs=num_multimask_outputs,
+        iou_head_depth=iou_head_depth,
+        iou_head_hidden_dim=iou_head_hidden_dim,
+    )
+    return image_encoder, prompt_encoder, mask_decoder

@@ -1,0 +1,337 @@
+"""One plain ViT serving as SAM's image encoder trunk and as ViTDet's backbone.
+
+Blocks use windowed attention except a few global ones, with decomposed relative position bias
+(MViTv2/ViTDet) applied as an additive bias of ``scaled_dot_product_attention``. Tokens stay in
+(B, H, W, C) layout between blocks so windows are cheap to cut.
+
+Parameter names follow Detectron2's ViT (``blocks.N.attn.qkv``, ``blocks.N.mlp.fc1``, ...);
+the official SAM checkpoints' ``mlp.lin1/lin2`` and ViTDet's cls-token position embedding are
+mapped onto them by :mod:`sam_d2.checkpoint`.
+"""
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.backbone import Backbone
+from torch import Tensor, nn
+
+__all__ = ["ViT", "PatchEmbed", "Block", "Attention", "relative_position_bias", "lr_decay_rate"]
+
+
+def _relative_table(table: Tensor, q_size: int, k_size: int) -> Tensor:
+    """Look up relative position embeddings for every (query, key) offset along one axis.
+
+    Args:
+        table: (L, C) learned embeddings for offsets; resized (linear) if ``L`` does not equal
+            ``2 * max(q_size, k_size) - 1``.
+        q_size, k_size: lengths of the query and key axes.
+
+    Returns:
+        (q_size, k_size, C) embeddings.
+    """
+    span = 2 * max(q_size, k_size) - 1
+    if table.shape[0] != span:
+        table = F.interpolate(table.t()[None], size=span, mode="linear")[0].t()
+    q_scale, k_scale = max(k_size / q_size, 1.0), max(q_size / k_size, 1.0)
+    q_pos = torch.arange(q_size, device=table.device)[:, None] * q_scale
+    k_pos = torch.arange(k_size, device=table.device)[None, :] * k_scale
+    offset = (q_pos - k_pos) + (k_size - 1) * k_scale
+    return table[offset.long()]
+
+
+def relative_position_bias(
+    q: Tensor, table_h: Tensor, table_w: Tensor, q_hw: Tuple[int, int], k_hw: Tuple[int, int]
+) -> Tensor:
+    """Decomposed relative position bias (MViTv2) as an additive attention bias.
+
+    Args:
+        q: (B, heads, q_h * q_w, C) unscaled queries.
+        table_h, table_w: (2 * size - 1, C) learned offset embeddings along height and width.
+        q_hw, k_hw: spatial sizes of the query and key grids.
+
+    Returns:
+        (B, heads, q_h * q_w, k_h * k_w) bias to add to the attention logits.
+    """
+    (qh, qw), (kh, kw) = q_hw, k_hw
+    b, heads, _, c = q.shape
+    rh = _relative_table(table_h, qh, kh)  # (qh, kh, C)
+    rw = _relative_table(table_w, qw, kw)  # (qw, kw, C)
+    grid = q.reshape(b, heads, qh, qw, c)
+    bias_h = torch.einsum("bnhwc,hkc->bnhwk", grid, rh)
+    bias_w = torch.einsum("bnhwc,wkc->bnhwk", grid, rw)
+    bias = bias_h[..., :, None] + bias_w[..., None, :]  # (B, heads, qh, qw, kh, kw)
+    return bias.reshape(b, heads, qh * qw, kh * kw)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a (B, H, W, C) token grid, optional rel-pos bias."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = True,
+        input_size: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        """
+        Args:
+            dim: channels.
+            num_heads: attention heads (``dim`` must be divisible by it).
+            qkv_bias: add a learnable bias to q, k, v.
+            use_rel_pos: add decomposed relative position bias.
+            input_size: (H, W) of the grid this block attends over; sizes the rel-pos tables.
+        """
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"Attention: dim={dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            if input_size is None:
+                raise ValueError("Attention: input_size is required when use_rel_pos=True")
+            head_dim = dim // num_heads
+            self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        b, h, w, c = x.shape
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, head_dim)
+        bias = None
+        if self.use_rel_pos:
+            bias = relative_position_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
+            bias = bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
+
+
+class Mlp(nn.Module):
+    """Two-layer MLP with GELU; names ``fc1``/``fc2`` as in Detectron2/timm."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def window_partition(x: Tensor, window: int) -> Tuple[Tensor, Tuple[int, int]]:
+    """Cut a (B, H, W, C) grid into (B * nW, window, window, C) windows, zero-padding H and W.
+
+    Returns:
+        windows, and the padded (Hp, Wp).
+    """
+    b, h, w, c = x.shape
+    pad_h, pad_w = (-h) % window, (-w) % window
+    if pad_h or pad_w:
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.view(b, hp // window, window, wp // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c), (hp, wp)
+
+
+def window_unpartition(
+    windows: Tensor, window: int, padded_hw: Tuple[int, int], hw: Tuple[int, int]
+) -> Tensor:
+    """Inverse of :func:`window_partition`: (B * nW, win, win, C) -> (B, H, W, C)."""
+    hp, wp = padded_hw
+    nh, nw = hp // window, wp // window
+    b = windows.shape[0] // (nh * nw)
+    x = windows.view(b, nh, nw, window, window, -1).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(b, hp, wp, -1)
+    return x[:, : hw[0], : hw[1]]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with windowed (``window_size > 0``) or global attention."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+        use_rel_pos: bool = True,
+        window_size: int = 0,
+        input_size: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        """
+        Args:
+            window_size: side of attention windows; 0 means global attention.
+            input_size: token grid (H, W) of the image; rel-pos tables of global blocks cover it,
+                those of windowed blocks cover one window.
+        """
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        attn_size = (window_size, window_size) if window_size > 0 else input_size
+        self.attn = Attention(dim, num_heads, qkv_bias, use_rel_pos, attn_size)
+        self.drop_path = drop_path
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.window_size = window_size
+
+    def _drop_path(self, x: Tensor) -> Tensor:
+        """Stochastic depth per sample (training only)."""
+        if not self.training or self.drop_path == 0.0:
+            return x
+        keep = 1.0 - self.drop_path
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        y = self.norm1(x)
+        if self.window_size > 0:
+            hw = (x.shape[1], x.shape[2])
+            y, padded = window_partition(y, self.window_size)
+            y = window_unpartition(self.attn(y), self.window_size, padded, hw)
+        else:
+            y = self.attn(y)
+        x = x + self._drop_path(y)
+        return x + self._drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch projection: (B, 3, H, W) -> (B, H/p, W/p, C)."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class ViT(Backbone):
+    """Plain ViT with window + global attention (ViTDet / SAM image encoder trunk).
+
+    Output: ``{"last_feat": (B, embed_dim, H/patch, W/patch)}``.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 1024,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        use_abs_pos: bool = True,
+        use_rel_pos: bool = True,
+        window_size: int = 14,
+        global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
+        pos_embed_size: Optional[int] = None,
+        out_feature: str = "last_feat",
+    ) -> None:
+        """
+        Args:
+            img_size: input side the model is built for (sizes the global rel-pos tables).
+            patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the usual.
+            drop_path_rate: stochastic depth, increasing linearly with depth up to this rate.
+            use_abs_pos: learned absolute position embedding, stored on a
+                (pos_embed_size x pos_embed_size) grid and resized (bicubic) to the input grid.
+            use_rel_pos: decomposed relative position bias in every block.
+            window_size: window side of non-global blocks.
+            global_attn_indexes: blocks with global attention.
+            pos_embed_size: grid side of the stored position embedding; defaults to
+                ``img_size // patch_size`` (SAM); ViTDet checkpoints store 14 (224 pretraining).
+            out_feature: name of the output feature.
+        """
+        super().__init__()
+        bad = [i for i in global_attn_indexes if not 0 <= i < depth]
+        if bad:
+            raise ValueError(f"ViT: global_attn_indexes {bad} out of range for depth={depth}")
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_embed: Optional[nn.Parameter] = None
+        if use_abs_pos:
+            size = pos_embed_size or grid
+            self.pos_embed = nn.Parameter(torch.zeros(1, size, size, embed_dim))
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(
+                embed_dim,
+                num_heads,
+                mlp_ratio,
+                qkv_bias,
+                rates[i],
+                use_rel_pos,
+                0 if i in global_attn_indexes else window_size,
+                (grid, grid),
+            )
+            for i in range(depth)
+        )
+        self._out_features = [out_feature]
+        self._out_feature_channels = {out_feature: embed_dim}
+        self._out_feature_strides = {out_feature: patch_size}
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def abs_pos(self, hw: Tuple[int, int]) -> Tensor:
+        """Absolute position embedding resized to a (H, W) token grid: (1, H, W, C)."""
+        pos = self.pos_embed
+        if pos.shape[1:3] != hw:
+            pos = F.interpolate(
+                pos.permute(0, 3, 1, 2), size=hw, mode="bicubic", align_corners=False
+            ).permute(0, 2, 3, 1)
+        return pos
+
+    def tokens(self, x: Tensor) -> Tensor:
+        """Run the trunk: (B, 3, H, W) images -> (B, H/p, W/p, C) tokens."""
+        x = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = x + self.abs_pos((x.shape[1], x.shape[2]))
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        """(B, 3, H, W) -> {out_feature: (B, C, H/p, W/p)}."""
+        return {self._out_features[0]: self.tokens(x).permute(0, 3, 1, 2)}
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        name = self._out_features[0]
+        return {
+            name: ShapeSpec(
+                channels=self._out_feature_channels[name], stride=self._out_feature_strides[name]
+            )
+        }
+
+
+def lr_decay_rate(name: str, decay: float, num_layers: int) -> float:
+    """Layer-wise lr decay factor for a ViT parameter name (ViTDet/MAE recipe).
+
+    Patch/position embeddings count as layer 0, block i as layer i + 1, everything after the
+    trunk (neck, heads) as layer ``num_layers + 1``.
+    """
+    layer = num_layers + 1
+    if ".pos_embed" in name or ".patch_embed" in name or name.startswith(("pos_embed", "patch_")):
+        layer = 0
+    elif ".blocks." in name or name.startswith("blocks."):
+        after = name.split("blocks.", 1)[1]
+        layer = int(after.split(".", 1)[0]) + 1
+    return decay ** (num_layers + 1 - layer)
+

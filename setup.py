@@ -1,0 +1,28 @@
+"""sam_d2: Segment Anything as a Detectron2 plugin."""
+from setuptools import find_packages, setup
+
+setup(
+    name="sam_d2",
+    version="0.1.0",
+    description="Segment Anything (SAM) as a first-class Detectron2 plugin",
+    packages=find_packages(include=["sam_d2", "sam_d2.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "numpy",
+        "opencv-python-headless",
+        "scipy",
+        "scikit-image",
+        "tifffile",
+        "pycocotools",
+        "faster-coco-eval",
+        "lvis",
+        "pyedgeeval",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        "dev": ["pytest", "segment-anything==1.0", "ruff"],
+    },
+)
