@@ -20,6 +20,7 @@ setup(
         "lvis",
         "pyedgeeval",
         "tqdm",
+        "h5py",
         "matplotlib",
     ],
     extras_require={

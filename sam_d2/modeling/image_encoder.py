@@ -19,9 +19,10 @@ ENCODER_PRESETS: Dict[str, Dict[str, object]] = {
 class SamImageEncoder(ViT):
     """ViT trunk + neck (1x1 conv, LayerNorm, 3x3 conv, LayerNorm).
 
-    Input (B, 3, S, S) normalised, padded images (S = ``img_size``); output (B, out_chans, S/16,
-    S/16) image embeddings. Parameter names match the official ``image_encoder.*`` layout after the
-    ``mlp.lin1/lin2 -> mlp.fc1/fc2`` renaming done by :mod:`sam_d2.checkpoint`.
+    A Detectron2 backbone: input (B, 3, S, S) normalised, padded images (S = ``img_size``); output
+    ``{"image_embed": (B, out_chans, S/16, S/16)}``. Parameter names match the official
+    ``image_encoder.*`` layout after the ``mlp.lin1/lin2 -> mlp.fc1/fc2`` renaming done by
+    :mod:`sam_d2.checkpoint`.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class SamImageEncoder(ViT):
             drop_path_rate=drop_path_rate,
             window_size=window_size,
             global_attn_indexes=global_attn_indexes,
+            out_feature="image_embed",
         )
         self.img_size = img_size
         self.neck = nn.Sequential(
@@ -57,6 +59,6 @@ class SamImageEncoder(ViT):
         )
         self._out_feature_channels = {self._out_features[0]: out_chans}
 
-    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
-        """(B, 3, S, S) -> (B, out_chans, S/16, S/16)."""
-        return self.neck(self.tokens(x).permute(0, 3, 1, 2))
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        """(B, 3, S, S) -> {"image_embed": (B, out_chans, S/16, S/16)}."""
+        return {"image_embed": self.neck(self.tokens(x).permute(0, 3, 1, 2))}

@@ -80,7 +80,7 @@ class Sam(nn.Module):
 
     def encode(self, batch: Tensor) -> Tensor:
         """(B, 3, S, S) preprocessed images -> (B, C, S/16, S/16) image embeddings."""
-        return self.image_encoder(batch)
+        return self.image_encoder(batch)["image_embed"]
 
     def decode(
         self,

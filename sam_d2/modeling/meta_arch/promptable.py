@@ -1,0 +1,240 @@
+"""``PromptableSam``: SAM as a Detectron2 meta-architecture with prompts in the input dicts.
+
+Input dict keys (one dict per image; prompts in the pixel frame of ``"image"``):
+    image          (3, h, w) tensor in ``cfg.INPUT.FORMAT``, resized so the longest side is
+                   ``MODEL.SAM.IMAGE_SIZE`` (``sam_d2.data.transforms.ResizeLongestSide``).
+    height, width  original image size; masks are returned at this size (default: h, w).
+    point_coords   (N, P, 2) float XY;  point_labels (N, P) int: 1 fg, 0 bg, -1 padding.
+    boxes          (N, 4) XYXY float tensor or ``Boxes``.
+    mask_inputs    (N, 1, 256, 256) low-res mask logits (e.g. a previous prediction).
+    multimask_output  optional bool overriding ``MODEL.SAM.MULTIMASK_OUTPUT``.
+    gt_masks       training only: (N, h, w) bool target per prompt, in the frame of ``image``.
+At least one prompt kind must be present; a kind with N = 0 yields empty ``Instances``.
+
+Output per image: ``{"instances": Instances(height, width)}`` with
+    pred_masks (N, H, W) bool       the most confident of the K outputs
+    scores (N,)                     its predicted IoU
+    pred_boxes Boxes (N,)           boxes of pred_masks
+    all_masks (N, K, H, W) bool     every output (K = 3 multimask, 1 otherwise)
+    iou_predictions (N, K)          predicted IoU of every output
+    low_res_logits (N, K, 256, 256) logits to feed back as mask_inputs
+In training, returns ``{"loss_mask_focal", "loss_mask_dice", "loss_iou"}``.
+"""
+from contextlib import nullcontext
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import CfgNode, configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import BitMasks, Boxes, Instances
+from torch import Tensor
+
+from ...prompts import check_prompts
+from ..build import sam_kwargs_from_cfg
+from ..image_encoder import SamImageEncoder
+from ..losses import sam_mask_losses
+from ..mask_decoder import MaskDecoder
+from ..prompt_encoder import PromptEncoder
+from ..sam import Sam, build_sam_modules
+
+__all__ = ["PromptableSam", "PROMPT_KEYS"]
+
+PROMPT_KEYS = ("point_coords", "point_labels", "boxes", "mask_inputs")
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@META_ARCH_REGISTRY.register()
+class PromptableSam(Sam):
+    """SAM taking per-image prompts from Detectron2 input dicts (see module docstring)."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        image_encoder: SamImageEncoder,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        pixel_mean: Sequence[float] = (123.675, 116.28, 103.53),
+        pixel_std: Sequence[float] = (58.395, 57.12, 57.375),
+        input_format: str = "RGB",
+        multimask_output: bool = True,
+        mask_threshold: float = 0.0,
+        prompt_chunk_size: int = 256,
+        encoder_dtype: str = "fp32",
+    ) -> None:
+        """
+        Args:
+            input_format: "RGB" or "BGR", the channel order of ``"image"``.
+            multimask_output: default number of outputs per prompt (3 if True, else 1).
+            mask_threshold: logit threshold of binary masks.
+            prompt_chunk_size: prompts decoded at once (bounds decoder memory).
+            encoder_dtype: "fp32", "bf16" or "fp16"; the encoder runs under autocast unless fp32.
+        """
+        super().__init__(image_encoder, prompt_encoder, mask_decoder, pixel_mean, pixel_std)
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"input_format must be RGB or BGR, got {input_format!r}")
+        if encoder_dtype not in _DTYPES:
+            raise ValueError(f"encoder_dtype must be one of {sorted(_DTYPES)}, got {encoder_dtype!r}")
+        self.input_format = input_format
+        self.multimask_output = multimask_output
+        self.mask_threshold = mask_threshold
+        self.prompt_chunk_size = prompt_chunk_size
+        self.encoder_dtype = encoder_dtype
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
+        encoder, prompt_encoder, decoder = build_sam_modules(**sam_kwargs_from_cfg(cfg))
+        return dict(
+            image_encoder=encoder,
+            prompt_encoder=prompt_encoder,
+            mask_decoder=decoder,
+            pixel_mean=cfg.MODEL.PIXEL_MEAN,
+            pixel_std=cfg.MODEL.PIXEL_STD,
+            input_format=cfg.INPUT.FORMAT,
+            multimask_output=cfg.MODEL.SAM.MULTIMASK_OUTPUT,
+            mask_threshold=cfg.MODEL.SAM.MASK_THRESHOLD,
+            prompt_chunk_size=cfg.MODEL.SAM.PROMPT_CHUNK_SIZE,
+            encoder_dtype=cfg.MODEL.SAM.ENCODER_DTYPE,
+        )
+
+    # ---------------------------------------------------------------- images
+    def rgb_images(self, batched_inputs: List[Dict[str, Any]]) -> List[Tensor]:
+        """The (3, h, w) RGB images of the inputs, on the model's device."""
+        images = []
+        for i, x in enumerate(batched_inputs):
+            if "image" not in x:
+                raise KeyError(f"input {i} has no 'image'")
+            img = x["image"].to(self.device)
+            if img.dim() != 3 or img.shape[0] != 3:
+                raise ValueError(f"input {i}: 'image' must be (3, H, W), got {tuple(img.shape)}")
+            images.append(img.flip(0) if self.input_format == "BGR" else img)
+        return images
+
+    def embed_images(self, images: Sequence[Tensor]) -> Tensor:
+        """(B, C, h, w) embeddings of RGB images (autocast per ``encoder_dtype``)."""
+        dtype = _DTYPES[self.encoder_dtype]
+        ctx = (
+            torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+        )
+        with ctx:
+            emb = self.encode(self.preprocess(images))
+        return emb.float()
+
+    # ---------------------------------------------------------------- prompts
+    def prompts_of(self, x: Dict[str, Any], input_hw: Tuple[int, int]) -> Dict[str, Tensor]:
+        """Prompt tensors of one input dict, validated and moved to the device."""
+        prompts: Dict[str, Optional[Tensor]] = {}
+        for key in PROMPT_KEYS:
+            value = x.get(key)
+            if isinstance(value, Boxes):
+                value = value.tensor
+            if value is not None:
+                value = torch.as_tensor(value, device=self.device)
+                value = value.int() if key == "point_labels" else value.float()
+            prompts[key] = value
+        check_prompts(
+            prompts["point_coords"],
+            prompts["point_labels"],
+            prompts["boxes"],
+            prompts["mask_inputs"],
+            input_hw,
+            self.prompt_encoder.mask_input_size,
+        )
+        return prompts
+
+    def decode_chunked(
+        self, embedding: Tensor, prompts: Dict[str, Optional[Tensor]], multimask: bool
+    ) -> Tuple[Tensor, Tensor]:
+        """Decode N prompts of one image in chunks: logits (N, K, 256, 256), IoUs (N, K)."""
+        n = next(v.shape[0] for v in prompts.values() if v is not None)
+        if n == 0:
+            k = self.mask_decoder.num_mask_tokens - 1 if multimask else 1
+            h, w = self.prompt_encoder.mask_input_size
+            return embedding.new_zeros(0, k, h, w), embedding.new_zeros(0, k)
+        outs = [
+            self.decode(
+                embedding,
+                *(None if v is None else v[s : s + self.prompt_chunk_size] for v in (
+                    prompts["point_coords"], prompts["point_labels"], prompts["boxes"],
+                    prompts["mask_inputs"],
+                )),
+                multimask_output=multimask,
+            )
+            for s in range(0, n, self.prompt_chunk_size)
+        ]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def to_instances(
+        self,
+        low_res: Tensor,
+        iou: Tensor,
+        input_hw: Tuple[int, int],
+        out_hw: Tuple[int, int],
+    ) -> Instances:
+        """Package decoder outputs as ``Instances`` at the original size (see module docstring)."""
+        inst = Instances(out_hw)
+        masks = torch.cat(
+            [
+                self.postprocess_masks(low_res[s : s + self.prompt_chunk_size], input_hw, out_hw)
+                > self.mask_threshold
+                for s in range(0, low_res.shape[0], self.prompt_chunk_size)
+            ]
+        ) if low_res.shape[0] else low_res.new_zeros((0, low_res.shape[1]) + out_hw, dtype=torch.bool)
+        scores, best = iou.max(dim=1) if iou.shape[0] else (iou.new_zeros(0), iou.new_zeros(0).long())
+        pred = masks[torch.arange(masks.shape[0], device=masks.device), best]
+        inst.pred_masks = pred
+        inst.scores = scores
+        inst.pred_boxes = BitMasks(pred).get_bounding_boxes()
+        inst.all_masks = masks
+        inst.iou_predictions = iou
+        inst.low_res_logits = low_res
+        return inst
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, batched_inputs: List[Dict[str, Any]]):
+        """Detectron2 contract: list of input dicts -> list of {"instances"} or a loss dict."""
+        if not batched_inputs:
+            raise ValueError("PromptableSam got an empty batch")
+        images = self.rgb_images(batched_inputs)
+        embeddings = self.embed_images(images)
+        if self.training:
+            return self.losses(batched_inputs, images, embeddings)
+        results = []
+        for i, (x, img) in enumerate(zip(batched_inputs, images)):
+            input_hw = (img.shape[1], img.shape[2])
+            prompts = self._prompts_or_raise(i, x, input_hw)
+            multimask = bool(x.get("multimask_output", self.multimask_output))
+            low_res, iou = self.decode_chunked(embeddings[i : i + 1], prompts, multimask)
+            out_hw = (int(x.get("height", input_hw[0])), int(x.get("width", input_hw[1])))
+            results.append({"instances": self.to_instances(low_res, iou, input_hw, out_hw)})
+        return results
+
+    def _prompts_or_raise(
+        self, i: int, x: Dict[str, Any], input_hw: Tuple[int, int]
+    ) -> Dict[str, Optional[Tensor]]:
+        try:
+            return self.prompts_of(x, input_hw)
+        except ValueError as e:
+            raise type(e)(f"input {i} ({x.get('file_name', 'no file_name')}): {e}") from None
+
+    def losses(
+        self, batched_inputs: List[Dict[str, Any]], images: List[Tensor], embeddings: Tensor
+    ) -> Dict[str, Tensor]:
+        """Mean SAM losses over all prompts of the batch (targets at low-res resolution)."""
+        s = self.img_size
+        low_h, low_w = self.prompt_encoder.mask_input_size
+        all_logits, all_iou, all_gt = [], [], []
+        for i, (x, img) in enumerate(zip(batched_inputs, images)):
+            input_hw = (img.shape[1], img.shape[2])
+            prompts = self._prompts_or_raise(i, x, input_hw)
+            if "gt_masks" not in x:
+                raise KeyError(f"input {i}: training needs 'gt_masks' (N, h, w) per prompt")
+            gt = torch.as_tensor(x["gt_masks"], device=self.device).float()
+            padded = F.pad(gt, (0, s - gt.shape[-1], 0, s - gt.shape[-2]))
+            gt_low = F.interpolate(padded[:, None], (low_h, low_w), mode="bilinear")[:, 0] > 0.5
+            low_res, iou = self.decode_chunked(embeddings[i : i + 1], prompts, True)
+            all_logits.append(low_res)
+            all_iou.append(iou)
+            all_gt.append(gt_low)
+        return sam_mask_losses(torch.cat(all_logits), torch.cat(all_iou), torch.cat(all_gt))

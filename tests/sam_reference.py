@@ -1,0 +1,85 @@
+"""Build matching sam_d2 / segment_anything models with the same, fully randomised weights."""
+from functools import partial
+from typing import Dict, Sequence, Tuple
+
+import torch
+from segment_anything.modeling import (
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam as RefSam,
+    TwoWayTransformer,
+)
+
+import sam_d2
+from sam_d2.checkpoint import convert_official_state_dict
+
+# A small encoder at the real input size (1024, 64x64 tokens, window 14): every code path of the
+# official models, at a fraction of ViT-B's cost.
+MINI = dict(embed_dim=128, depth=4, num_heads=4, global_attn_indexes=(1, 3), window_size=14)
+
+
+def reference_sam(
+    embed_dim: int, depth: int, num_heads: int, global_attn_indexes: Sequence[int],
+    window_size: int = 14, img_size: int = 1024,
+) -> RefSam:
+    """The official SAM architecture with the given encoder (mirrors its build_sam composition)."""
+    grid = img_size // 16
+    return RefSam(
+        image_encoder=ImageEncoderViT(
+            depth=depth, embed_dim=embed_dim, img_size=img_size, mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=num_heads, patch_size=16,
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=tuple(global_attn_indexes),
+            window_size=window_size, out_chans=256,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(grid, grid),
+            input_image_size=(img_size, img_size), mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+        ),
+    ).eval()
+
+
+def randomize_(state: Dict[str, torch.Tensor], seed: int = 0) -> Dict[str, torch.Tensor]:
+    """Replace every float tensor: matrices ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.2),
+    everything else (biases, rel-pos tables, position/prompt embeddings, the Fourier matrix)
+    ~ N(0, 0.2)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in state.items():
+        if not v.is_floating_point():
+            out[k] = v
+            continue
+        noise = torch.randn(v.shape, generator=g)
+        if v.dim() >= 2 and k.endswith("weight"):
+            out[k] = noise / (v[0].numel() ** 0.5)
+        elif k.endswith("weight") and ("norm" in k or "neck.1" in k or "neck.3" in k
+                                       or "upscaling.1" in k or "downscaling.1" in k
+                                       or "downscaling.4" in k):
+            out[k] = 1.0 + 0.2 * noise
+        else:
+            out[k] = 0.2 * noise
+    return out
+
+
+def matched_models(
+    variant: str = "custom", seed: int = 0, **encoder: object
+) -> Tuple[sam_d2.PromptableSam, RefSam]:
+    """(ours, reference) SAM with identical random weights; ours loaded via the key converter."""
+    enc = dict(MINI, **encoder) if variant == "custom" else {}
+    if variant == "custom":
+        ref = reference_sam(**enc)
+    else:
+        from segment_anything import sam_model_registry
+
+        ref = sam_model_registry[variant]().eval()
+    state = randomize_(ref.state_dict(), seed)
+    ref.load_state_dict(state)
+    ours = sam_d2.build_sam(variant, **enc)
+    result = ours.load_state_dict(convert_official_state_dict(state), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    return ours.eval(), ref
