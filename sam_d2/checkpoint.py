@@ -12,7 +12,6 @@
 """
 import logging
 import os
-import pickle
 from typing import Any, Dict, Iterable, Optional
 
 import torch
@@ -91,8 +90,10 @@ class SamCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str) -> Dict[str, Any]:
         try:
             loaded = super()._load_file(filename)
-        except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as e:
-            raise CheckpointError(f"{filename}: not a readable checkpoint ({e})") from e
+        except Exception as e:  # torch/pickle raise many types for a damaged file
+            raise CheckpointError(
+                f"{filename}: not a readable checkpoint ({type(e).__name__}: {e})"
+            ) from e
         model = loaded.get("model")
         if not isinstance(model, dict):
             raise CheckpointError(f"{filename}: no state dict found (got {type(model).__name__})")

@@ -16,12 +16,15 @@ __all__ = ["add_sam_config"]
 
 def _add_model_config(cfg: CN) -> None:
     _C = cfg
-    # SAM expects RGB in [0, 255], normalised with ImageNet statistics (not stored in checkpoints).
-    _C.INPUT.FORMAT = "RGB"
-    _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
-    _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
-
     _C.MODEL.SAM = CN()
+    # SAM's own input normalisation (RGB, [0, 255]; not stored in checkpoints). Separate from
+    # MODEL.PIXEL_MEAN/STD, which belong to a detector that may sit beside SAM. The SAM branch
+    # converts images from INPUT.FORMAT to RGB itself.
+    _C.MODEL.SAM.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    _C.MODEL.SAM.PIXEL_STD = [58.395, 57.12, 57.375]
+    # Checkpoint of the SAM part, loaded after MODEL.WEIGHTS (official sam_vit_*.pth or sam_d2).
+    # Needed when SAM sits beside a detector whose weights MODEL.WEIGHTS holds.
+    _C.MODEL.SAM.WEIGHTS = ""
     # Encoder preset: "vit_b", "vit_l", "vit_h" (the official models), or "custom" to build the
     # encoder from MODEL.SAM.ENCODER below (tiny models for tests, new sizes).
     _C.MODEL.SAM.VARIANT = "vit_b"
@@ -64,6 +67,18 @@ def _add_model_config(cfg: CN) -> None:
     _C.MODEL.SAM.MASK_IN_CHANS = 16
 
 
+def _add_engine_config(cfg: CN) -> None:
+    _C = cfg
+    # Evaluator for the test sets: "" picks it from each dataset's metadata.evaluator_type;
+    # otherwise one of "coco", "lvis", "lvis_mask_ar", "bsds_edges", "point_miou".
+    _C.TEST.EVALUATOR = ""
+    # Optimizer: "SGD" (Detectron2's default) or "ADAMW" (SAM / ViTDet recipe).
+    _C.SOLVER.OPTIMIZER = "SGD"
+    # Layer-wise lr decay for ViT blocks (1.0 = off; the SAM recipe uses 0.8).
+    _C.SOLVER.LR_DECAY_RATE = 1.0
+
+
 def add_sam_config(cfg: CN) -> None:
     """Add every sam_d2 key, with its default, to a Detectron2 config (in place)."""
     _add_model_config(cfg)
+    _add_engine_config(cfg)

@@ -110,8 +110,10 @@ class SamPredictor:
             )[None]
             labels = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)[None]
         if box is not None:
+            # Corners scaled as points (as the official transform does): a flipped box stays
+            # flipped and is reported, where Detectron2's apply_box would silently reorder it.
             box_t = torch.as_tensor(
-                tf.apply_box(np.array(box, dtype=np.float64).reshape(-1, 4)),
+                tf.apply_coords(np.array(box, dtype=np.float64).reshape(-1, 2)),
                 dtype=torch.float,
                 device=self.device,
             ).reshape(1, 4)

@@ -1,0 +1,3 @@
+from .trainer import Trainer, load_weights, write_results
+
+__all__ = ["Trainer", "load_weights", "write_results"]

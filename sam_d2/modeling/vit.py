@@ -259,7 +259,7 @@ class ViT(Backbone):
         if use_abs_pos:
             size = pos_embed_size or grid
             self.pos_embed = nn.Parameter(torch.zeros(1, size, size, embed_dim))
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(
                 embed_dim,
