@@ -1,6 +1,6 @@
 """Build matching sam_d2 / segment_anything models with the same, fully randomised weights."""
 from functools import partial
-from typing import Dict, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 from segment_anything.modeling import (
@@ -13,6 +13,7 @@ from segment_anything.modeling import (
 
 import sam_d2
 from sam_d2.checkpoint import convert_official_state_dict
+from sam_d2.utils.random_weights import randomize_state_dict as randomize_
 
 # A small encoder at the real input size (1024, 64x64 tokens, window 14): every code path of the
 # official models, at a fraction of ViT-B's cost.
@@ -42,28 +43,6 @@ def reference_sam(
             transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
         ),
     ).eval()
-
-
-def randomize_(state: Dict[str, torch.Tensor], seed: int = 0) -> Dict[str, torch.Tensor]:
-    """Replace every float tensor: matrices ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.2),
-    everything else (biases, rel-pos tables, position/prompt embeddings, the Fourier matrix)
-    ~ N(0, 0.2)."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for k, v in state.items():
-        if not v.is_floating_point():
-            out[k] = v
-            continue
-        noise = torch.randn(v.shape, generator=g)
-        if v.dim() >= 2 and k.endswith("weight"):
-            out[k] = noise / (v[0].numel() ** 0.5)
-        elif k.endswith("weight") and ("norm" in k or "neck.1" in k or "neck.3" in k
-                                       or "upscaling.1" in k or "downscaling.1" in k
-                                       or "downscaling.4" in k):
-            out[k] = 1.0 + 0.2 * noise
-        else:
-            out[k] = 0.2 * noise
-    return out
 
 
 def matched_models(
