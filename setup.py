@@ -21,6 +21,7 @@ setup(
         "pyedgeeval",
         "tqdm",
         "h5py",
+        "tensorboard",
         "matplotlib",
     ],
     extras_require={

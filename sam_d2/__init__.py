@@ -2,6 +2,7 @@
 
 Importing the package registers its meta-architectures, backbones and datasets with Detectron2.
 """
+
 from .checkpoint import CheckpointError, SamCheckpointer, load_sam_checkpoint
 from .config import add_sam_config
 from .modeling.build import build_sam, build_sam_image_encoder

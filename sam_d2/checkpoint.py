@@ -10,6 +10,7 @@
   (another variant's weights, e.g. ViT-H weights into a ViT-B model), and, for official SAM
   checkpoints, for any missing or unexpected key.
 """
+
 import logging
 import os
 from typing import Any, Dict, Iterable, Optional

@@ -9,6 +9,7 @@ Every key is commented where it is defined. Sections:
     TEST.EDGES         the BSDS500 zero-shot edge benchmark
     SOLVER (extra)     layer-wise lr decay for ViT fine-tuning
 """
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_sam_config"]
@@ -65,6 +66,16 @@ def _add_model_config(cfg: CN) -> None:
     _C.MODEL.SAM.DECODER.IOU_HEAD_HIDDEN_DIM = 256
     # Channels of the dense mask-prompt downscaler.
     _C.MODEL.SAM.MASK_IN_CHANS = 16
+
+    # Training of PromptableSam (sam_d2.data.train_mapper.SamTrainMapper).
+    _C.MODEL.SAM.TRAIN = CN()
+    # Masks (each with its own prompt) kept per image; the paper uses at most 64 per GPU.
+    _C.MODEL.SAM.TRAIN.MAX_MASKS_PER_IMAGE = 64
+    # Probability that an image's prompts are noisy boxes rather than single points.
+    _C.MODEL.SAM.TRAIN.BOX_PROMPT_PROB = 0.5
+    # Box corner noise: std as a fraction of the box side, capped at BOX_NOISE_MAX pixels.
+    _C.MODEL.SAM.TRAIN.BOX_NOISE_STD = 0.1
+    _C.MODEL.SAM.TRAIN.BOX_NOISE_MAX = 20.0
 
 
 def _add_engine_config(cfg: CN) -> None:

@@ -3,6 +3,7 @@
 Signatures and return values match ``segment_anything.SamPredictor``: ``set_image`` then any
 number of ``predict`` calls with points / box / mask prompts in original image coordinates.
 """
+
 from typing import Optional, Tuple
 
 import numpy as np
@@ -49,7 +50,9 @@ class SamPredictor:
         self.set_torch_image(tensor.permute(2, 0, 1)[None], image.shape[:2])
 
     @torch.no_grad()
-    def set_torch_image(self, transformed_image: Tensor, original_image_size: Tuple[int, ...]) -> None:
+    def set_torch_image(
+        self, transformed_image: Tensor, original_image_size: Tuple[int, ...]
+    ) -> None:
         """Embed an already resized image.
 
         Args:

@@ -1,4 +1,5 @@
 """Validation of SAM prompts: shapes, label values and coordinate ranges, with clear errors."""
+
 from typing import Optional, Tuple
 
 import torch

@@ -24,7 +24,7 @@ PIP=("$VENV/bin/python" -m pip)
 
 # Detectron2's runtime dependencies (the wheel below is installed without them).
 "${PIP[@]}" install -q fvcore iopath pycocotools tabulate termcolor yacs cloudpickle matplotlib \
-  omegaconf hydra-core packaging tqdm Pillow black "setuptools<81" timm
+  omegaconf hydra-core packaging tqdm Pillow black "setuptools<81" timm tensorboard
 
 if [ "${D2_FROM_SOURCE:-0}" = "1" ]; then
   "${PIP[@]}" install --no-build-isolation \

@@ -1,4 +1,5 @@
 """Build matching sam_d2 / segment_anything models with the same, fully randomised weights."""
+
 from functools import partial
 from typing import Sequence, Tuple
 
@@ -7,8 +8,10 @@ from segment_anything.modeling import (
     ImageEncoderViT,
     MaskDecoder,
     PromptEncoder,
-    Sam as RefSam,
     TwoWayTransformer,
+)
+from segment_anything.modeling import (
+    Sam as RefSam,
 )
 
 import sam_d2
@@ -21,26 +24,42 @@ MINI = dict(embed_dim=128, depth=4, num_heads=4, global_attn_indexes=(1, 3), win
 
 
 def reference_sam(
-    embed_dim: int, depth: int, num_heads: int, global_attn_indexes: Sequence[int],
-    window_size: int = 14, img_size: int = 1024,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    global_attn_indexes: Sequence[int],
+    window_size: int = 14,
+    img_size: int = 1024,
 ) -> RefSam:
     """The official SAM architecture with the given encoder (mirrors its build_sam composition)."""
     grid = img_size // 16
     return RefSam(
         image_encoder=ImageEncoderViT(
-            depth=depth, embed_dim=embed_dim, img_size=img_size, mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=num_heads, patch_size=16,
-            qkv_bias=True, use_rel_pos=True, global_attn_indexes=tuple(global_attn_indexes),
-            window_size=window_size, out_chans=256,
+            depth=depth,
+            embed_dim=embed_dim,
+            img_size=img_size,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=num_heads,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=tuple(global_attn_indexes),
+            window_size=window_size,
+            out_chans=256,
         ),
         prompt_encoder=PromptEncoder(
-            embed_dim=256, image_embedding_size=(grid, grid),
-            input_image_size=(img_size, img_size), mask_in_chans=16,
+            embed_dim=256,
+            image_embedding_size=(grid, grid),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=16,
         ),
         mask_decoder=MaskDecoder(
             num_multimask_outputs=3,
             transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
         ),
     ).eval()
 

@@ -1,18 +1,20 @@
 """Checkpoints, configs, bad input and gradients of the SAM components and meta-architecture."""
+
 import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from sam_reference import MINI, matched_models, randomize_, reference_sam
 from segment_anything import sam_model_registry
 
 import sam_d2
 from sam_d2 import CheckpointError, PromptError, SamPredictor
 from sam_d2.checkpoint import convert_official_state_dict
-from sam_reference import MINI, matched_models, randomize_, reference_sam
 
-TINY = dict(img_size=256, embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,),
-            window_size=8)
+TINY = dict(
+    img_size=256, embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), window_size=8
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +136,21 @@ def test_predictor_prompt_errors(tiny):
 def test_meta_arch_inputs_and_errors(tiny):
     image = torch.randint(0, 255, (3, 128, 256), dtype=torch.uint8)
     with torch.no_grad():
-        out = tiny([
-            {"image": image, "height": 64, "width": 128,
-             "boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0], [10, 20, 200, 120]])},
-            {"image": image, "point_coords": torch.zeros(0, 1, 2),
-             "point_labels": torch.zeros(0, 1)},
-        ])
+        out = tiny(
+            [
+                {
+                    "image": image,
+                    "height": 64,
+                    "width": 128,
+                    "boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0], [10, 20, 200, 120]]),
+                },
+                {
+                    "image": image,
+                    "point_coords": torch.zeros(0, 1, 2),
+                    "point_labels": torch.zeros(0, 1),
+                },
+            ]
+        )
     inst = out[0]["instances"]
     assert inst.image_size == (64, 128) and len(inst) == 2
     assert inst.pred_masks.shape == (2, 64, 128) and inst.all_masks.shape == (2, 3, 64, 128)
@@ -162,20 +173,26 @@ def test_gradients_reach_encoder_and_decoder(tiny):
     gt = torch.zeros(2, 128, 256, dtype=torch.bool)
     gt[0, 10:60, 20:90] = True
     gt[1, 40:120, 100:250] = True
-    batch = [{
-        "image": torch.randint(0, 255, (3, 128, 256), dtype=torch.uint8),
-        "boxes": torch.tensor([[20.0, 10, 90, 60], [100, 40, 250, 120]]),
-        "gt_masks": gt,
-    }]
+    batch = [
+        {
+            "image": torch.randint(0, 255, (3, 128, 256), dtype=torch.uint8),
+            "boxes": torch.tensor([[20.0, 10, 90, 60], [100, 40, 250, 120]]),
+            "gt_masks": gt,
+        }
+    ]
     losses = model(batch)
     assert set(losses) == {"loss_mask_focal", "loss_mask_dice", "loss_iou"}
     sum(losses.values()).backward()
     named = dict(model.named_parameters())
-    for name in ("image_encoder.patch_embed.proj.weight", "image_encoder.blocks.0.attn.rel_pos_h",
-                 "image_encoder.blocks.1.attn.rel_pos_w", "image_encoder.neck.0.weight",
-                 "prompt_encoder.point_embeddings.2.weight",
-                 "mask_decoder.output_hypernetworks_mlps.1.layers.0.weight",
-                 "mask_decoder.iou_prediction_head.layers.2.weight"):
+    for name in (
+        "image_encoder.patch_embed.proj.weight",
+        "image_encoder.blocks.0.attn.rel_pos_h",
+        "image_encoder.blocks.1.attn.rel_pos_w",
+        "image_encoder.neck.0.weight",
+        "prompt_encoder.point_embeddings.2.weight",
+        "mask_decoder.output_hypernetworks_mlps.1.layers.0.weight",
+        "mask_decoder.iou_prediction_head.layers.2.weight",
+    ):
         grad = named[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     with pytest.raises(KeyError, match="gt_masks"):

@@ -1,14 +1,15 @@
 """Numerical parity with segment-anything==1.0 on identical, fully randomised weights."""
+
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from PIL import Image
+from sam_reference import matched_models
 from segment_anything import SamPredictor as RefPredictor
 
-from conftest import shared_path
 from sam_d2 import SamPredictor
 from sam_d2.data.transforms import ResizeLongestSide
-from sam_reference import matched_models
 
 LOGIT_TOL = 1e-4
 
@@ -89,8 +90,11 @@ def test_predictor_parity_all_prompt_kinds(predictor_pairs, images, multimask):
     for name, (p1, p2) in predictor_pairs.items():
         image = images[name]
         h, w = image.shape[:2]
-        _, _, prev = p2.predict(point_coords=np.array([[w / 2, h / 2]]), point_labels=np.array([1]),
-                                multimask_output=False)
+        _, _, prev = p2.predict(
+            point_coords=np.array([[w / 2, h / 2]]),
+            point_labels=np.array([1]),
+            multimask_output=False,
+        )
         for case, kwargs in _prompt_cases(h, w, prev).items():
             tag = f"{name}/{case}/multimask={multimask}"
             out1 = p1.predict(multimask_output=multimask, **kwargs)
@@ -130,18 +134,26 @@ def test_meta_arch_batch_of_images_matches_reference(models, images, predictor_p
         pts = np.stack([rng.uniform(0, w, (4, 2)), rng.uniform(0, h, (4, 2))], axis=-1)
         labels = np.array([[1, 0]] * 4)
         boxes = np.array([[0.1 * w, 0.1 * h, 0.6 * w, 0.9 * h]] * 4) + rng.uniform(0, 9, (4, 4))
-        batch.append({
-            "image": torch.as_tensor(np.array(resized)).permute(2, 0, 1),
-            "height": h,
-            "width": w,
-            "point_coords": torch.as_tensor(tf.apply_coords(pts.reshape(-1, 2)).reshape(4, 2, 2)),
-            "point_labels": torch.as_tensor(labels),
-            "boxes": torch.as_tensor(tf.apply_box(boxes)),
-        })
-        expected.append(predictor_pairs[name][1].predict_torch(
-            batch[-1]["point_coords"].float(), batch[-1]["point_labels"],
-            batch[-1]["boxes"].float(), multimask_output=True,
-        ))
+        batch.append(
+            {
+                "image": torch.as_tensor(np.array(resized)).permute(2, 0, 1),
+                "height": h,
+                "width": w,
+                "point_coords": torch.as_tensor(
+                    tf.apply_coords(pts.reshape(-1, 2)).reshape(4, 2, 2)
+                ),
+                "point_labels": torch.as_tensor(labels),
+                "boxes": torch.as_tensor(tf.apply_box(boxes)),
+            }
+        )
+        expected.append(
+            predictor_pairs[name][1].predict_torch(
+                batch[-1]["point_coords"].float(),
+                batch[-1]["point_labels"],
+                batch[-1]["boxes"].float(),
+                multimask_output=True,
+            )
+        )
     with torch.no_grad():
         outputs = ours(batch)
     for out, (masks, iou, low_res) in zip(outputs, expected):

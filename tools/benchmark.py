@@ -12,6 +12,7 @@ and prints ours/official ratios. Weights are random (no pretrained weights are n
 timing) and identical in both processes. The official package (``pip install
 segment-anything==1.0``) is optional; without it only sam_d2 is measured.
 """
+
 import argparse
 import json
 import multiprocessing as mp
@@ -74,8 +75,10 @@ def _measure(impl: str, args: argparse.Namespace, queue: "mp.Queue") -> None:
     images = torch.randn(args.batch_size, 3, 1024, 1024, device=device)
     result: Dict[str, float] = {}
     with torch.inference_mode(), autocast:
-        encode = (lambda: model.image_encoder(images)) if impl == "official" else (
-            lambda: model.encode(images)
+        encode = (
+            (lambda: model.image_encoder(images))
+            if impl == "official"
+            else (lambda: model.encode(images))
         )
         result["encoder_images_per_s"] = args.batch_size / _timed(
             encode, device, args.warmup, args.iters
@@ -140,7 +143,8 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
                 result = queue.get(timeout=5)
             except queue_module.Empty:
                 if not proc.is_alive():
-                    raise RuntimeError(f"benchmark of {impl} failed (exit code {proc.exitcode})")
+                    msg = f"benchmark of {impl} failed (exit code {proc.exitcode})"
+                    raise RuntimeError(msg) from None
         proc.join()
         rows.append({"impl": impl, **result})
     return rows

@@ -5,6 +5,7 @@
         MODEL.SAM.WEIGHTS sam_vit_h_4b8939.pth
     tools/train_net.py --config-file configs/sam_vit_b.yaml --num-gpus 8
 """
+
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results

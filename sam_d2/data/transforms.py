@@ -1,4 +1,5 @@
 """SAM's resize: scale so the longest side equals the encoder input, rounding as SAM does."""
+
 from typing import Tuple
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Detectron2 ``DefaultTrainer`` for sam_d2 models: evaluators from metadata, per-model mappers,
 SAM checkpoint loading, AdamW with layer-wise lr decay, results written as JSON."""
+
 import json
 import logging
 import os
@@ -110,7 +111,9 @@ class Trainer(DefaultTrainer):
             optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, betas=(0.9, 0.999))
         elif cfg.SOLVER.OPTIMIZER.upper() == "SGD":
             optimizer = torch.optim.SGD(
-                params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+                params,
+                lr=cfg.SOLVER.BASE_LR,
+                momentum=cfg.SOLVER.MOMENTUM,
                 nesterov=cfg.SOLVER.NESTEROV,
             )
         else:

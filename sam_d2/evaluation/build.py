@@ -1,4 +1,5 @@
 """Choose a dataset's evaluator from ``TEST.EVALUATOR`` or the dataset's ``evaluator_type``."""
+
 from typing import Callable, Dict
 
 from detectron2.config import CfgNode

@@ -1,4 +1,5 @@
 """Builders from a yacs config and the official-style ``build_sam(variant, checkpoint)``."""
+
 from typing import Any, Dict, Optional
 
 from detectron2.config import CfgNode
@@ -42,7 +43,9 @@ def sam_kwargs_from_cfg(cfg: CfgNode) -> Dict[str, Any]:
 
 
 @BACKBONE_REGISTRY.register()
-def build_sam_image_encoder(cfg: CfgNode, input_shape: Optional[ShapeSpec] = None) -> SamImageEncoder:
+def build_sam_image_encoder(
+    cfg: CfgNode, input_shape: Optional[ShapeSpec] = None
+) -> SamImageEncoder:
     """SAM's image encoder as a Detectron2 backbone (``MODEL.BACKBONE.NAME``)."""
     return build_sam_modules(**sam_kwargs_from_cfg(cfg))[0]
 

@@ -1,4 +1,5 @@
 """SAM's image encoder: the shared :class:`ViT` trunk plus a conv neck down to 256 channels."""
+
 from typing import Dict, Sequence
 
 from detectron2.layers.batch_norm import LayerNorm

@@ -1,4 +1,5 @@
 """SAM's training losses: focal + dice on the best of the multimask outputs, MSE on IoU."""
+
 from typing import Dict
 
 import torch

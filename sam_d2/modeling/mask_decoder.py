@@ -1,4 +1,5 @@
 """SAM's mask decoder: two-way transformer over prompt + output tokens, then hypernetwork masks."""
+
 from typing import Optional, Tuple
 
 import torch

@@ -1,4 +1,5 @@
 """SAM's prompt encoder: points, boxes and dense masks -> sparse and dense prompt embeddings."""
+
 import math
 from typing import Optional, Tuple
 

@@ -4,6 +4,7 @@ No config and no per-image state: :class:`sam_d2.SamPredictor` and the meta-arch
 Coordinates given to :meth:`Sam.decode` are pixels of the resized (longest side = ``img_size``)
 image, the "input frame".
 """
+
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -168,7 +169,8 @@ def build_sam_modules(
         enc = {**ENCODER_PRESETS[variant], **encoder_kwargs}
     else:
         raise ValueError(
-            f"unknown SAM variant {variant!r}; expected one of {sorted(ENCODER_PRESETS)} or 'custom'"
+            f"unknown SAM variant {variant!r}; expected one of "
+            f"{sorted(ENCODER_PRESETS)} or 'custom'"
         )
     patch = int(enc.get("patch_size", 16))
     grid = img_size // patch

@@ -1,4 +1,5 @@
 """SAM's two-way transformer: prompt tokens and image tokens attend to each other."""
+
 from typing import Tuple, Type
 
 import torch.nn.functional as F
@@ -109,9 +110,7 @@ class TwoWayTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayBlock(
-                embedding_dim, num_heads, mlp_dim, act, attention_downsample_rate, i == 0
-            )
+            TwoWayBlock(embedding_dim, num_heads, mlp_dim, act, attention_downsample_rate, i == 0)
             for i in range(depth)
         )
         self.final_attn_token_to_image = DownsampledAttention(

@@ -8,6 +8,7 @@ Parameter names follow Detectron2's ViT (``blocks.N.attn.qkv``, ``blocks.N.mlp.f
 the official SAM checkpoints' ``mlp.lin1/lin2`` and ViTDet's cls-token position embedding are
 mapped onto them by :mod:`sam_d2.checkpoint`.
 """
+
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -334,4 +335,3 @@ def lr_decay_rate(name: str, decay: float, num_layers: int) -> float:
         after = name.split("blocks.", 1)[1]
         layer = int(after.split(".", 1)[0]) + 1
     return decay ** (num_layers + 1 - layer)
-

@@ -1,4 +1,5 @@
 """Fully random weights for parity tests and benchmarks (no pretrained weights exist here)."""
+
 from typing import Dict
 
 import torch

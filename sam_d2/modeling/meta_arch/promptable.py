@@ -20,6 +20,7 @@ Output per image: ``{"instances": Instances(height, width)}`` with
     low_res_logits (N, K, 256, 256) logits to feed back as mask_inputs
 In training, returns ``{"loss_mask_focal", "loss_mask_dice", "loss_iou"}``.
 """
+
 from contextlib import nullcontext
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -75,7 +76,9 @@ class PromptableSam(Sam):
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"input_format must be RGB or BGR, got {input_format!r}")
         if encoder_dtype not in _DTYPES:
-            raise ValueError(f"encoder_dtype must be one of {sorted(_DTYPES)}, got {encoder_dtype!r}")
+            raise ValueError(
+                f"encoder_dtype must be one of {sorted(_DTYPES)}, got {encoder_dtype!r}"
+            )
         self.input_format = input_format
         self.multimask_output = multimask_output
         self.mask_threshold = mask_threshold
@@ -98,6 +101,13 @@ class PromptableSam(Sam):
             encoder_dtype=cfg.MODEL.SAM.ENCODER_DTYPE,
         )
 
+    @classmethod
+    def build_train_mapper(cls, cfg: CfgNode):
+        """Training data: GT masks with one sampled box or point prompt each."""
+        from ...data.train_mapper import SamTrainMapper
+
+        return SamTrainMapper(cfg)
+
     # ---------------------------------------------------------------- images
     def rgb_images(self, batched_inputs: List[Dict[str, Any]]) -> List[Tensor]:
         """The (3, h, w) RGB images of the inputs, on the model's device."""
@@ -114,9 +124,7 @@ class PromptableSam(Sam):
     def embed_images(self, images: Sequence[Tensor]) -> Tensor:
         """(B, C, h, w) embeddings of RGB images (autocast per ``encoder_dtype``)."""
         dtype = _DTYPES[self.encoder_dtype]
-        ctx = (
-            torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
-        )
+        ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
         with ctx:
             emb = self.encode(self.preprocess(images))
         return emb.float()
@@ -155,10 +163,15 @@ class PromptableSam(Sam):
         outs = [
             self.decode(
                 embedding,
-                *(None if v is None else v[s : s + self.prompt_chunk_size] for v in (
-                    prompts["point_coords"], prompts["point_labels"], prompts["boxes"],
-                    prompts["mask_inputs"],
-                )),
+                *(
+                    None if v is None else v[s : s + self.prompt_chunk_size]
+                    for v in (
+                        prompts["point_coords"],
+                        prompts["point_labels"],
+                        prompts["boxes"],
+                        prompts["mask_inputs"],
+                    )
+                ),
                 multimask_output=multimask,
             )
             for s in range(0, n, self.prompt_chunk_size)
@@ -174,14 +187,22 @@ class PromptableSam(Sam):
     ) -> Instances:
         """Package decoder outputs as ``Instances`` at the original size (see module docstring)."""
         inst = Instances(out_hw)
-        masks = torch.cat(
-            [
-                self.postprocess_masks(low_res[s : s + self.prompt_chunk_size], input_hw, out_hw)
-                > self.mask_threshold
-                for s in range(0, low_res.shape[0], self.prompt_chunk_size)
-            ]
-        ) if low_res.shape[0] else low_res.new_zeros((0, low_res.shape[1]) + out_hw, dtype=torch.bool)
-        scores, best = iou.max(dim=1) if iou.shape[0] else (iou.new_zeros(0), iou.new_zeros(0).long())
+        masks = (
+            torch.cat(
+                [
+                    self.postprocess_masks(
+                        low_res[s : s + self.prompt_chunk_size], input_hw, out_hw
+                    )
+                    > self.mask_threshold
+                    for s in range(0, low_res.shape[0], self.prompt_chunk_size)
+                ]
+            )
+            if low_res.shape[0]
+            else low_res.new_zeros((0, low_res.shape[1]) + out_hw, dtype=torch.bool)
+        )
+        scores, best = (
+            iou.max(dim=1) if iou.shape[0] else (iou.new_zeros(0), iou.new_zeros(0).long())
+        )
         pred = masks[torch.arange(masks.shape[0], device=masks.device), best]
         inst.pred_masks = pred
         inst.scores = scores
@@ -237,4 +258,8 @@ class PromptableSam(Sam):
             all_logits.append(low_res)
             all_iou.append(iou)
             all_gt.append(gt_low)
-        return sam_mask_losses(torch.cat(all_logits), torch.cat(all_iou), torch.cat(all_gt))
+        logits = torch.cat(all_logits)
+        if logits.shape[0] == 0:  # no masks in the batch: zero losses that still backpropagate
+            zero = embeddings.sum() * 0.0
+            return {k: zero for k in ("loss_mask_focal", "loss_mask_dice", "loss_iou")}
+        return sam_mask_losses(logits, torch.cat(all_iou), torch.cat(all_gt))
