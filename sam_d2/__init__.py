@@ -3,10 +3,12 @@
 Importing the package registers its meta-architectures, backbones and datasets with Detectron2.
 """
 
+from . import data  # noqa: F401  (registers datasets)
 from .checkpoint import CheckpointError, SamCheckpointer, load_sam_checkpoint
 from .config import add_sam_config
+from .modeling.backbone import build_vitdet_backbone
 from .modeling.build import build_sam, build_sam_image_encoder
-from .modeling.meta_arch.promptable import PromptableSam
+from .modeling.meta_arch import PromptableSam, SamPromptedDetector
 from .modeling.sam import Sam
 from .predictor import SamPredictor
 from .prompts import PromptError
@@ -15,6 +17,7 @@ __all__ = [
     "add_sam_config",
     "build_sam",
     "build_sam_image_encoder",
+    "build_vitdet_backbone",
     "CheckpointError",
     "load_sam_checkpoint",
     "PromptableSam",
@@ -22,4 +25,5 @@ __all__ = [
     "Sam",
     "SamCheckpointer",
     "SamPredictor",
+    "SamPromptedDetector",
 ]

@@ -89,7 +89,84 @@ def _add_engine_config(cfg: CN) -> None:
     _C.SOLVER.LR_DECAY_RATE = 1.0
 
 
+def _add_vitdet_config(cfg: CN) -> None:
+    _C = cfg
+    _C.MODEL.VIT = CN()
+    # Input side the ViT is built for; sizes the rel-pos tables of the global blocks (64x64 tokens).
+    _C.MODEL.VIT.IMG_SIZE = 1024
+    _C.MODEL.VIT.PATCH_SIZE = 16
+    # ViT-B: 768/12/12; ViT-L: 1024/24/16; ViT-H: 1280/32/16.
+    _C.MODEL.VIT.EMBED_DIM = 768
+    _C.MODEL.VIT.DEPTH = 12
+    _C.MODEL.VIT.NUM_HEADS = 12
+    _C.MODEL.VIT.MLP_RATIO = 4.0
+    _C.MODEL.VIT.QKV_BIAS = True
+    # Stochastic depth (training only); upstream: B 0.1, L 0.4, H 0.5 (COCO) / 0.4 (LVIS).
+    _C.MODEL.VIT.DROP_PATH_RATE = 0.1
+    # Side of the attention windows of the windowed blocks.
+    _C.MODEL.VIT.WINDOW_SIZE = 14
+    # Blocks using windowed attention (upstream's `window_block_indexes`); all other blocks use
+    # global attention. B: all but 2, 5, 8, 11; L: all but 5, 11, 17, 23; H: all but 7, 15, 23, 31.
+    _C.MODEL.VIT.WINDOW_BLOCK_INDEXES = [0, 1, 3, 4, 6, 7, 9, 10]
+    # Decomposed relative position bias in every block.
+    _C.MODEL.VIT.USE_REL_POS = True
+    # Image size of the (MAE) pretraining: the absolute position embedding is stored on a
+    # (PRETRAIN_IMG_SIZE / PATCH_SIZE)^2 grid (14x14, the checkpoint's extra cls token is dropped
+    # by the checkpointer) and resized bicubically to the input's token grid.
+    _C.MODEL.VIT.PRETRAIN_IMG_SIZE = 224
+    # Name of the ViT's output feature (the SimpleFeaturePyramid input).
+    _C.MODEL.VIT.OUT_FEATURE = "last_feat"
+    # SimpleFeaturePyramid: output channels, scale factors of the pyramid levels relative to the
+    # stride-16 ViT output (4, 2, 1, 0.5 -> p2..p5; p6 by max-pooling p5 when SFP_TOP_BLOCK), norm.
+    _C.MODEL.VIT.SFP_OUT_CHANNELS = 256
+    _C.MODEL.VIT.SFP_SCALE_FACTORS = [4.0, 2.0, 1.0, 0.5]
+    _C.MODEL.VIT.SFP_NORM = "LN"
+    # Add p6 with LastLevelMaxPool (upstream: yes).
+    _C.MODEL.VIT.SFP_TOP_BLOCK = True
+    # Images are padded to a SQUARE_PAD x SQUARE_PAD square before the backbone (0 = no square
+    # padding, only to a multiple of the largest stride).
+    _C.MODEL.VIT.SQUARE_PAD = 1024
+
+    # Large-scale jitter (the ViTDet training augmentation; used by sam_d2.data.mappers): random
+    # horizontal flip, resize by a random scale in [MIN_SCALE, MAX_SCALE] of an
+    # IMAGE_SIZE x IMAGE_SIZE target, then a random IMAGE_SIZE crop (no padding: the model pads).
+    _C.INPUT.LSJ = CN()
+    _C.INPUT.LSJ.ENABLED = False
+    _C.INPUT.LSJ.IMAGE_SIZE = 1024
+    _C.INPUT.LSJ.MIN_SCALE = 0.1
+    _C.INPUT.LSJ.MAX_SCALE = 2.0
+
+    # Optimizer extras of the ViTDet recipe (read by sam_d2.engine.Trainer.build_optimizer).
+    # AdamW betas.
+    _C.SOLVER.BETAS = (0.9, 0.999)
+    # Weight decay of ViT position embeddings (parameters named "pos_embed"); None = WEIGHT_DECAY.
+    _C.SOLVER.WEIGHT_DECAY_POS_EMBED = None
+
+
+def _add_prompted_config(cfg: CN) -> None:
+    _C = cfg
+    _C.MODEL.SAM_PROMPTED = CN()
+    # Meta-architecture of the detector whose boxes prompt SAM, built from this same config
+    # (MODEL.BACKBONE, MODEL.ROI_HEADS, ...): "GeneralizedRCNN" for ViTDet / Mask R-CNN,
+    # "RetinaNet", or any registered detector returning Instances with pred_boxes/scores.
+    _C.MODEL.SAM_PROMPTED.DETECTOR_META_ARCHITECTURE = "GeneralizedRCNN"
+    # Where the box prompts come from: "detector", or "gt" (the ground-truth boxes of the
+    # input's "instances", class = gt class, score 1: an oracle to study SAM alone; the
+    # detector is then not built).
+    _C.MODEL.SAM_PROMPTED.BOX_SOURCE = "detector"
+    # At most this many boxes per image prompt SAM, highest detector scores first (the
+    # LVIS ViTDet configs return up to 300 detections, COCO ones 100).
+    _C.MODEL.SAM_PROMPTED.MAX_BOXES = 300
+    # First pass: 3 masks per box and keep the one with the highest predicted IoU (True, the
+    # paper's "most confident mask"), or SAM's single-output mask (False).
+    _C.MODEL.SAM_PROMPTED.MULTIMASK_OUTPUT = True
+    # One refinement pass: feed the kept mask's low-res logits back with the box (paper).
+    _C.MODEL.SAM_PROMPTED.REFINE = True
+
+
 def add_sam_config(cfg: CN) -> None:
     """Add every sam_d2 key, with its default, to a Detectron2 config (in place)."""
     _add_model_config(cfg)
     _add_engine_config(cfg)
+    _add_vitdet_config(cfg)
+    _add_prompted_config(cfg)

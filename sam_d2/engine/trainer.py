@@ -18,6 +18,7 @@ from detectron2.utils import comm
 from torch import nn
 
 from ..checkpoint import SamCheckpointer
+from ..data.mappers import build_detection_mapper
 from ..evaluation.build import build_evaluator
 from ..modeling.vit import ViT, lr_decay_rate
 
@@ -55,7 +56,8 @@ class Trainer(DefaultTrainer):
     """DefaultTrainer whose data, evaluation and optimisation fit sam_d2's meta-architectures.
 
     A meta-architecture may define classmethods ``build_test_mapper(cfg)`` and
-    ``build_train_mapper(cfg)``; otherwise Detectron2's ``DatasetMapper`` is used.
+    ``build_train_mapper(cfg)``; otherwise Detectron2's ``DatasetMapper`` is used (in training
+    with ViTDet's large-scale jitter when ``INPUT.LSJ.ENABLED``).
     """
 
     def __init__(self, cfg: CfgNode) -> None:
@@ -86,7 +88,8 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
         hook = _meta_arch_hook(cfg, "build_train_mapper")
-        return build_detection_train_loader(cfg, mapper=hook(cfg) if hook else None)
+        mapper = hook(cfg) if hook else build_detection_mapper(cfg, is_train=True)
+        return build_detection_train_loader(cfg, mapper=mapper)
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
@@ -106,9 +109,16 @@ class Trainer(DefaultTrainer):
             weight_decay=cfg.SOLVER.WEIGHT_DECAY,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
             lr_factor_func=lr_factor,
+            overrides=(
+                {"pos_embed": {"weight_decay": cfg.SOLVER.WEIGHT_DECAY_POS_EMBED}}
+                if cfg.SOLVER.WEIGHT_DECAY_POS_EMBED is not None
+                else None
+            ),
         )
         if cfg.SOLVER.OPTIMIZER.upper() == "ADAMW":
-            optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, betas=(0.9, 0.999))
+            optimizer = torch.optim.AdamW(
+                params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS)
+            )
         elif cfg.SOLVER.OPTIMIZER.upper() == "SGD":
             optimizer = torch.optim.SGD(
                 params,
