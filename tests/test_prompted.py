@@ -37,8 +37,8 @@ from sam_d2.checkpoint import CheckpointError
 from sam_d2.config import add_sam_config
 from sam_d2.data.mappers import SamPromptedDatasetMapper
 from sam_d2.data.transforms import ResizeLongestSide
-from sam_d2.evaluation.coco import FastCOCOEvaluator
 from sam_d2.engine import load_weights
+from sam_d2.evaluation.coco import FastCOCOEvaluator
 from sam_d2.modeling.meta_arch.prompted import SamPromptedDetector
 
 TINY_CONFIG = REPO_ROOT / "configs" / "sam_vitdet_tiny_cpu.yaml"
