@@ -5,7 +5,7 @@ Every key is commented where it is defined. Sections:
     MODEL.SAM_PROMPTED detector-prompted SAM (the detector's boxes become SAM box prompts)
     MODEL.VIT          the shared ViT as ViTDet backbone (inside SimpleFeaturePyramid)
     SAM_AUTO           the automatic mask generator (grid prompts, crops, filtering)
-    TEST.POINT_EVAL    the single-point valid-mask benchmark
+    TEST.POINT_EVAL    the single-point valid-mask benchmark (23 datasets)
     TEST.EDGES         the BSDS500 zero-shot edge benchmark
     SOLVER (extra)     layer-wise lr decay for ViT fine-tuning
 """
@@ -164,9 +164,33 @@ def _add_prompted_config(cfg: CN) -> None:
     _C.MODEL.SAM_PROMPTED.REFINE = True
 
 
+def _add_point_eval_config(cfg: CN) -> None:
+    _C = cfg
+    _C.TEST.POINT_EVAL = CN()
+    # Click counts N at which the IoU is recorded; clicks accumulate up to max(NUM_POINTS).
+    _C.TEST.POINT_EVAL.NUM_POINTS = [1, 2, 3, 5, 9]
+    # First click: "center" (interior pixel farthest from the boundary, paper default) or
+    # "random" (uniform interior pixel, seeded per object).
+    _C.TEST.POINT_EVAL.FIRST_POINT = "center"
+    # Seed of the "random" first click (combined with image id and object id).
+    _C.TEST.POINT_EVAL.SEED = 0
+    # One click: return SAM's 3 ambiguity-aware masks and score the most confident.
+    _C.TEST.POINT_EVAL.MULTIMASK_FIRST = True
+    # Two or more clicks: 3 masks (True) instead of SAM's single multi-prompt mask (False, as
+    # SAM / SAM 2 evaluate).
+    _C.TEST.POINT_EVAL.MULTIMASK_AFTER_FIRST = False
+    # Feed the previous scored low-res mask logits back as mask_inputs from the 2nd click on.
+    _C.TEST.POINT_EVAL.FEED_MASK_LOGITS = True
+    # Never click the same pixel twice (RITM's not_clicked_map).
+    _C.TEST.POINT_EVAL.EXCLUDE_CLICKED = True
+    # Distance-transform engine for click sampling: "cv2" (RITM's, faster) or "scipy"; same clicks.
+    _C.TEST.POINT_EVAL.DISTANCE_METHOD = "cv2"
+
+
 def add_sam_config(cfg: CN) -> None:
     """Add every sam_d2 key, with its default, to a Detectron2 config (in place)."""
     _add_model_config(cfg)
     _add_engine_config(cfg)
     _add_vitdet_config(cfg)
     _add_prompted_config(cfg)
+    _add_point_eval_config(cfg)

@@ -20,6 +20,7 @@ from torch import nn
 from ..checkpoint import SamCheckpointer
 from ..data.mappers import build_detection_mapper
 from ..evaluation.build import build_evaluator
+from ..evaluation.point_miou import average_point_miou
 from ..modeling.vit import ViT, lr_decay_rate
 
 __all__ = ["Trainer", "load_weights", "write_results"]
@@ -132,6 +133,15 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg: CfgNode, model: nn.Module, evaluators: Optional[List] = None):
+        """Evaluate every test set; several point-benchmark sets also get their mean (SA-23)."""
         results = super().test(cfg, model, evaluators)
+        point = {
+            name: res
+            for name, res in results.items()
+            if isinstance(res, dict) and any(k.startswith("point_miou/") for k in res)
+        }
+        if len(point) > 1:
+            results["point_miou_mean"] = {"point_miou": average_point_miou(point)["point_miou"]}
+            logger.info(f"Mean over {len(point)} datasets: {results['point_miou_mean']}")
         write_results(cfg, results)
         return results
