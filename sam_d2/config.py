@@ -187,6 +187,29 @@ def _add_point_eval_config(cfg: CN) -> None:
     _C.TEST.POINT_EVAL.DISTANCE_METHOD = "cv2"
 
 
+def _add_edges_config(cfg: CN) -> None:
+    _C = cfg
+    _C.TEST.EDGES = CN()
+    # Worker processes per rank for the BSDS pixel matching (the full 200-image benchmark costs
+    # CPU-hours on one core).
+    _C.TEST.EDGES.NUM_WORKERS = 0
+    # Number of benchmark thresholds (99 in the standard protocol).
+    _C.TEST.EDGES.NUM_THRESHOLDS = 99
+    # Match tolerance as a fraction of the image diagonal (BSDS standard 0.0075).
+    _C.TEST.EDGES.MAX_DIST = 0.0075
+    # Thin binarised predictions before matching (standard: True).
+    _C.TEST.EDGES.THIN = True
+    # Write the precision-recall curve plot next to the CSVs in the output folder.
+    _C.TEST.EDGES.SAVE_PR_CURVE = True
+    # Edge map from masks: probability above which a pixel is in the binarised mask.
+    _C.TEST.EDGES.MASK_THRESHOLD = 0.5
+    # Half-width r of the boundary band: (2r+1)^2 window containing mask and background pixels.
+    _C.TEST.EDGES.BOUNDARY_RADIUS = 1
+    # Apply edge NMS (Dollar's edgesNmsMex) and then morphological thinning to the edge map.
+    _C.TEST.EDGES.NMS = True
+    _C.TEST.EDGES.THINNING = True
+
+
 def add_sam_config(cfg: CN) -> None:
     """Add every sam_d2 key, with its default, to a Detectron2 config (in place)."""
     _add_model_config(cfg)
@@ -194,3 +217,4 @@ def add_sam_config(cfg: CN) -> None:
     _add_vitdet_config(cfg)
     _add_prompted_config(cfg)
     _add_point_eval_config(cfg)
+    _add_edges_config(cfg)

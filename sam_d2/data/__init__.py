@@ -1,4 +1,6 @@
 """Datasets (registered on import, lazily), mappers, transforms and image reading."""
+
+from .bsds import BSDS500_SPLITS, load_bsds500_dicts, load_bsds_boundaries, register_bsds500
 from .image_io import read_image_rgb, to_rgb_uint8
 from .sam23 import (
     SAM23_DATASETS,
@@ -9,9 +11,14 @@ from .sam23 import (
 )
 from .transforms import ResizeLongestSide, longest_side_shape
 
+register_bsds500()  # lazy: bsds500_{train,val,test} under $DETECTRON2_DATASETS
 register_all_sam23()  # lazy: sam23_<name> under $DETECTRON2_DATASETS, no file access until loaded
 
 __all__ = [
+    "BSDS500_SPLITS",
+    "load_bsds500_dicts",
+    "load_bsds_boundaries",
+    "register_bsds500",
     "read_image_rgb",
     "to_rgb_uint8",
     "SAM23_DATASETS",

@@ -30,7 +30,16 @@ def _lvis_mask_ar(cfg: CfgNode, name: str, out: str) -> DatasetEvaluator:
 def _bsds(cfg: CfgNode, name: str, out: str) -> DatasetEvaluator:
     from .bsds_edges import BSDSEdgeEvaluator
 
-    return BSDSEdgeEvaluator(name, out, num_workers=cfg.TEST.EDGES.NUM_WORKERS)
+    e = cfg.TEST.EDGES
+    return BSDSEdgeEvaluator(
+        name,
+        out,
+        num_thresholds=e.NUM_THRESHOLDS,
+        max_dist=e.MAX_DIST,
+        thin=e.THIN,
+        num_workers=e.NUM_WORKERS,
+        save_pr_curve=e.SAVE_PR_CURVE,
+    )
 
 
 def _point(cfg: CfgNode, name: str, out: str) -> DatasetEvaluator:
