@@ -4,16 +4,27 @@ Importing the package registers its meta-architectures, backbones and datasets w
 """
 
 from . import data  # noqa: F401  (registers datasets)
+from .automatic import AutomaticMaskGenerator
 from .checkpoint import CheckpointError, SamCheckpointer, load_sam_checkpoint
 from .config import add_sam_config
 from .modeling.backbone import build_vitdet_backbone
 from .modeling.build import build_sam, build_sam_image_encoder
-from .modeling.meta_arch import PromptableSam, SamPromptedDetector
+from .modeling.meta_arch import (
+    PromptableSam,
+    SamAutomaticProposals,
+    SamEdgeDetector,
+    SamPointEvaluator,
+    SamPromptedDetector,
+)
 from .modeling.sam import Sam
 from .predictor import SamPredictor
 from .prompts import PromptError
 
 __all__ = [
+    "AutomaticMaskGenerator",
+    "SamAutomaticProposals",
+    "SamEdgeDetector",
+    "SamPointEvaluator",
     "add_sam_config",
     "build_sam",
     "build_sam_image_encoder",

@@ -210,6 +210,44 @@ def _add_edges_config(cfg: CN) -> None:
     _C.TEST.EDGES.THINNING = True
 
 
+def _add_auto_config(cfg: CN) -> None:
+    _C = cfg
+    _C.SAM_AUTO = CN()
+    # Grid points per image side on the whole image (SA-1B full-auto: 32; LVIS proposals: 64;
+    # BSDS edges: 16).
+    _C.SAM_AUTO.POINTS_PER_SIDE = 32
+    # Point prompts decoded at once; also the most masks upscaled to crop resolution at once.
+    _C.SAM_AUTO.POINTS_PER_BATCH = 64
+    # Keep masks whose predicted IoU is above this (0 disables; LVIS proposals: 0).
+    _C.SAM_AUTO.PRED_IOU_THRESH = 0.88
+    # Keep masks whose stability score (IoU of the masks thresholded at logit +-offset)
+    # reaches this (0 disables; LVIS proposals: 0).
+    _C.SAM_AUTO.STABILITY_SCORE_THRESH = 0.95
+    # Logit offset of the stability score.
+    _C.SAM_AUTO.STABILITY_SCORE_OFFSET = 1.0
+    # Box IoU of the NMS among the masks of one crop (LVIS proposals: 0.9).
+    _C.SAM_AUTO.BOX_NMS_THRESH = 0.7
+    # Crop layers after the whole image; layer k tiles the image with 2**k x 2**k crops.
+    _C.SAM_AUTO.CROP_N_LAYERS = 0
+    # Box IoU of the NMS across crops (masks from smaller crops win).
+    _C.SAM_AUTO.CROP_NMS_THRESH = 0.7
+    # Overlap of neighbouring layer-1 crops as a fraction of the image's short side.
+    _C.SAM_AUTO.CROP_OVERLAP_RATIO = 512 / 1500
+    # Layer k uses POINTS_PER_SIDE / factor**k points per side.
+    _C.SAM_AUTO.CROP_N_POINTS_DOWNSCALE_FACTOR = 1
+    # If > 0: fill holes / remove islands smaller than this many pixels, then NMS again.
+    _C.SAM_AUTO.MIN_MASK_REGION_AREA = 0
+    # If > 0: drop masks covering at least this fraction of the image (SA-1B used 0.95).
+    _C.SAM_AUTO.MAX_MASK_AREA_RATIO = 0.0
+    # Crops / images embedded per encoder call.
+    _C.SAM_AUTO.ENCODER_BATCH_SIZE = 1
+    # SamAutomaticProposals: masks kept per image after ranking.
+    _C.SAM_AUTO.MAX_PROPOSALS = 1000
+    # Ranking of proposals: "mean" (of predicted IoU and stability, the paper's LVIS ranking),
+    # "predicted_iou" or "stability_score".
+    _C.SAM_AUTO.RANKING = "mean"
+
+
 def add_sam_config(cfg: CN) -> None:
     """Add every sam_d2 key, with its default, to a Detectron2 config (in place)."""
     _add_model_config(cfg)
@@ -218,3 +256,4 @@ def add_sam_config(cfg: CN) -> None:
     _add_prompted_config(cfg)
     _add_point_eval_config(cfg)
     _add_edges_config(cfg)
+    _add_auto_config(cfg)

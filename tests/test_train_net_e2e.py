@@ -67,3 +67,29 @@ def test_point_benchmark_on_bbbc038_sample(tmp_path):
     assert per_dataset["num_objects"] == 125
     for n in (1, 2, 3, 5, 9):
         assert 0.0 <= results["point_miou"][f"mIoU@{n}"] <= 100.0
+
+
+def test_bsds500_edges_on_two_real_images(tmp_path):
+    """SAM edge detection + the BSDS benchmark via train_net on two real test images (one of each
+    orientation), with 9 thresholds to keep the pixel matching short."""
+    bsds = shared_path("bsds500")
+    root = tmp_path / "datasets" / "bsds500"
+    for sub, ext in (("images", "jpg"), ("groundTruth", "mat")):
+        (root / sub / "test").mkdir(parents=True)
+        for stem in ("100007", "101084"):
+            os.symlink(bsds / sub / "test" / f"{stem}.{ext}", root / sub / "test" / f"{stem}.{ext}")
+    results = _train_net(
+        tmp_path / "datasets",
+        tmp_path / "out",
+        "sam_bsds500_edges.yaml",
+        "SAM_AUTO.POINTS_PER_SIDE",
+        "4",
+        "TEST.EDGES.NUM_THRESHOLDS",
+        "9",
+        "TEST.EDGES.NUM_WORKERS",
+        "0",
+    )
+    edges = results["edges"]
+    assert set(edges) >= {"ODS", "OIS", "AP", "R50"}
+    assert all(0.0 <= edges[k] <= 1.0 for k in ("ODS", "OIS", "AP", "R50"))
+    assert (tmp_path / "out" / "inference" / "bsds500_test" / "bsds_edges_pr.png").exists()
