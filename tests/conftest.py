@@ -1,4 +1,5 @@
 """Shared pytest fixtures: where the real data lives (../shared/data beside the repository)."""
+
 from pathlib import Path
 
 import pytest

@@ -1,9 +1,11 @@
 """Run a function on 1 or N CPU processes through Detectron2's ``launch`` (gloo backend)."""
+
 import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+import torch.distributed as dist
 from detectron2.engine import launch
 from detectron2.utils import comm
 
@@ -13,6 +15,11 @@ def _worker(fn: Callable[..., Any], out_path: str, args: tuple) -> None:
     if comm.is_main_process():
         with open(out_path, "wb") as f:
             pickle.dump(result, f)
+    if comm.get_world_size() > 1:
+        # Leave together and tear the gloo group down before exit: a rank exiting with live gloo
+        # threads can abort ("terminate called without an active exception").
+        comm.synchronize()
+        dist.destroy_process_group()
 
 
 def run_distributed(fn: Callable[..., Any], world_size: int, *args: Any) -> Any:

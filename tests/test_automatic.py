@@ -4,17 +4,16 @@ and the command-line tool."""
 
 import json
 import math
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
 from conftest import shared_path
-from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from PIL import Image
 from pycocotools import mask as mask_utils
+from sam_reference import reference_sam
 
 import sam_d2
 from sam_d2.automatic.benchmark import benchmark_amg
@@ -42,13 +41,7 @@ from sam_d2.modeling.meta_arch.proposals import SamAutomaticProposals  # noqa: F
 
 sa = pytest.importorskip("segment_anything")
 from segment_anything.automatic_mask_generator import SamAutomaticMaskGenerator  # noqa: E402
-from segment_anything.modeling import (  # noqa: E402
-    ImageEncoderViT,
-    MaskDecoder,
-    PromptEncoder,
-    Sam,
-    TwoWayTransformer,
-)
+from segment_anything.modeling import Sam  # noqa: E402
 from segment_anything.utils import amg as ref_amg  # noqa: E402
 
 IMG_SIZE = 256
@@ -59,33 +52,8 @@ RELAXED = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.
 
 # ---------------------------------------------------------------------------------- fixtures
 def _reference_sam(img_size: int = IMG_SIZE) -> Sam:
-    """The official Sam with the tiny encoder (composed as segment_anything/build_sam.py does)."""
-    grid = img_size // 16
-    return Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=img_size,
-            patch_size=16,
-            out_chans=256,
-            mlp_ratio=4,
-            qkv_bias=True,
-            use_rel_pos=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            **TINY,  # embed_dim, depth, num_heads, global_attn_indexes, window_size
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=256,
-            image_embedding_size=(grid, grid),
-            input_image_size=(img_size, img_size),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            transformer_dim=256,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=2048),
-            num_multimask_outputs=3,
-            iou_head_hidden_dim=256,
-            iou_head_depth=3,
-        ),
-    ).eval()
+    """The official Sam with the tiny encoder."""
+    return reference_sam(img_size=img_size, **TINY)
 
 
 def _randomize(model: torch.nn.Module, seed: int) -> None:
@@ -294,7 +262,7 @@ def test_crop_boxes_match_official(hw, layers):
     ref_boxes, ref_layers = ref_amg.generate_crop_boxes(hw, layers, 512 / 1500)
     assert boxes == ref_boxes and layer_idx == ref_layers
     assert len(boxes) == sum(4**k for k in range(layers + 1))
-    for (x0, y0, x1, y1), k in zip(boxes, layer_idx):
+    for x0, y0, x1, y1 in boxes:
         assert 0 <= x0 < x1 <= hw[1] and 0 <= y0 < y1 <= hw[0]
     # the crops of every layer cover the image
     for k in range(1, layers + 1):
@@ -439,23 +407,6 @@ def test_small_region_clean_up():
 def _proposal_cfg(max_proposals: int):
     cfg = get_cfg()
     add_sam_config(cfg)
-    if "SAM_AUTO" not in cfg:  # keys proposed for sam_d2/config.py, defaults as there
-        cfg.SAM_AUTO = CN()
-        cfg.SAM_AUTO.POINTS_PER_SIDE = 32
-        cfg.SAM_AUTO.POINTS_PER_BATCH = 64
-        cfg.SAM_AUTO.PRED_IOU_THRESH = 0.88
-        cfg.SAM_AUTO.STABILITY_SCORE_THRESH = 0.95
-        cfg.SAM_AUTO.STABILITY_SCORE_OFFSET = 1.0
-        cfg.SAM_AUTO.BOX_NMS_THRESH = 0.7
-        cfg.SAM_AUTO.CROP_N_LAYERS = 0
-        cfg.SAM_AUTO.CROP_NMS_THRESH = 0.7
-        cfg.SAM_AUTO.CROP_OVERLAP_RATIO = 512 / 1500
-        cfg.SAM_AUTO.CROP_N_POINTS_DOWNSCALE_FACTOR = 1
-        cfg.SAM_AUTO.MIN_MASK_REGION_AREA = 0
-        cfg.SAM_AUTO.MAX_MASK_AREA_RATIO = 0.0
-        cfg.SAM_AUTO.ENCODER_BATCH_SIZE = 1
-        cfg.SAM_AUTO.MAX_PROPOSALS = 1000
-        cfg.SAM_AUTO.RANKING = "mean"
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.META_ARCHITECTURE = "SamAutomaticProposals"
     cfg.MODEL.SAM.VARIANT = "custom"

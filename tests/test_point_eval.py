@@ -152,21 +152,23 @@ def lvis_blank(tmp_path_factory) -> str:
 # ----------------------------------------------------------------------------- models
 
 
+TINY_SAM = dict(
+    img_size=IMAGE_SIZE,
+    embed_dim=64,
+    depth=2,
+    num_heads=2,
+    global_attn_indexes=(1,),
+    window_size=8,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+    mask_in_chans=4,
+)
+
+
 def _tiny_modules():
-    return build_sam_modules(
-        "custom",
-        img_size=IMAGE_SIZE,
-        embed_dim=64,
-        depth=2,
-        num_heads=2,
-        global_attn_indexes=(1,),
-        window_size=8,
-        prompt_embed_dim=32,
-        decoder_mlp_dim=64,
-        decoder_num_heads=2,
-        iou_head_hidden_dim=32,
-        mask_in_chans=4,
-    )
+    return build_sam_modules("custom", **TINY_SAM)
 
 
 def _kwargs(**options) -> Dict[str, Any]:
@@ -530,20 +532,7 @@ def test_one_and_two_processes_agree(datasets) -> None:
 
 def test_tiny_random_sam_runs_the_whole_loop_on_bbbc038(datasets, tmp_path) -> None:
     torch.manual_seed(0)
-    sam = build_sam(
-        "custom",
-        img_size=IMAGE_SIZE,
-        embed_dim=64,
-        depth=2,
-        num_heads=2,
-        global_attn_indexes=(1,),
-        window_size=8,
-        prompt_embed_dim=32,
-        decoder_mlp_dim=64,
-        decoder_num_heads=2,
-        iou_head_hidden_dim=32,
-        mask_in_chans=4,
-    )
+    sam = build_sam("custom", **TINY_SAM)
     model = SamPointEvaluator.from_sam(sam, num_points=NUM_POINTS)
     assert model.image_encoder is sam.image_encoder and not model.training
     mapper = PointEvalDatasetMapper(image_size=IMAGE_SIZE)

@@ -1,6 +1,7 @@
 """``tools/train_net.py --eval-only`` end to end, in a subprocess, on real data with a tiny SAM."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -91,5 +92,8 @@ def test_bsds500_edges_on_two_real_images(tmp_path):
     )
     edges = results["edges"]
     assert set(edges) >= {"ODS", "OIS", "AP", "R50"}
-    assert all(0.0 <= edges[k] <= 1.0 for k in ("ODS", "OIS", "AP", "R50"))
+    assert all(0.0 <= edges[k] <= 1.0 for k in ("ODS", "OIS", "AP"))
+    # R50 is undefined (NaN, as in the benchmark's MATLAB code) when precision never reaches 0.5,
+    # which a random tiny SAM may well cause.
+    assert math.isnan(edges["R50"]) or 0.0 <= edges["R50"] <= 1.0
     assert (tmp_path / "out" / "inference" / "bsds500_test" / "bsds_edges_pr.png").exists()

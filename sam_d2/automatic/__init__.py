@@ -1,4 +1,5 @@
 """SAM's automatic mask generation (the SA-1B data engine's fully automatic stage)."""
+
 from .benchmark import benchmark_amg, time_generate
 from .generator import AutomaticMaskGenerator, check_image
 from .grid import crop_boxes, layer_point_grids, point_grid

@@ -1,4 +1,5 @@
 """sam_d2's Detectron2 meta-architectures (registered in META_ARCH_REGISTRY on import)."""
+
 from .edges import SamEdgeDetector
 from .point_eval import SamPointEvaluator
 from .promptable import PromptableSam
