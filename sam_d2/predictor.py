@@ -76,7 +76,7 @@ class SamPredictor:
 
     def _require_image(self) -> None:
         if not self.is_image_set:
-            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+            raise RuntimeError("no image embedded yet: call set_image(image) before predicting")
 
     def predict(
         self,

@@ -112,7 +112,7 @@ def test_predictor_image_formats(tiny):
 
 def test_predictor_prompt_errors(tiny):
     predictor = SamPredictor(tiny)
-    with pytest.raises(RuntimeError, match="set_image"):
+    with pytest.raises(RuntimeError, match="call set_image"):
         predictor.predict(point_coords=np.array([[1, 1]]), point_labels=np.array([1]))
     predictor.set_image(np.zeros((100, 200, 3), np.uint8))
     with pytest.raises(PromptError, match="no prompt given"):

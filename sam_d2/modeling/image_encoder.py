@@ -28,15 +28,16 @@ class SamImageEncoder(ViT):
 
     def __init__(
         self,
-        img_size: int = 1024,
-        patch_size: int = 16,
+        *,
         embed_dim: int = 768,
         depth: int = 12,
         num_heads: int = 12,
+        global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
+        window_size: int = 14,
+        img_size: int = 1024,
+        patch_size: int = 16,
         mlp_ratio: float = 4.0,
         out_chans: int = 256,
-        window_size: int = 14,
-        global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__(

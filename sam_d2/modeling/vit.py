@@ -220,34 +220,37 @@ class ViT(Backbone):
 
     def __init__(
         self,
-        img_size: int = 1024,
-        patch_size: int = 16,
-        in_chans: int = 3,
+        *,
         embed_dim: int = 768,
         depth: int = 12,
         num_heads: int = 12,
+        global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
+        window_size: int = 14,
+        img_size: int = 1024,
+        patch_size: int = 16,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
-        drop_path_rate: float = 0.0,
-        use_abs_pos: bool = True,
         use_rel_pos: bool = True,
-        window_size: int = 14,
-        global_attn_indexes: Sequence[int] = (2, 5, 8, 11),
+        use_abs_pos: bool = True,
         pos_embed_size: Optional[int] = None,
+        drop_path_rate: float = 0.0,
+        in_chans: int = 3,
         out_feature: str = "last_feat",
     ) -> None:
         """
-        Args:
+        Args (keyword-only):
+            embed_dim, depth, num_heads: width, number of blocks, attention heads.
+            global_attn_indexes: blocks with global attention; the others use windows.
+            window_size: window side of the windowed blocks.
             img_size: input side the model is built for (sizes the global rel-pos tables).
-            patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio, qkv_bias: the usual.
-            drop_path_rate: stochastic depth, increasing linearly with depth up to this rate.
+            patch_size, mlp_ratio, qkv_bias: patch side, MLP expansion, q/k/v bias.
+            use_rel_pos: decomposed relative position bias in every block.
             use_abs_pos: learned absolute position embedding, stored on a
                 (pos_embed_size x pos_embed_size) grid and resized (bicubic) to the input grid.
-            use_rel_pos: decomposed relative position bias in every block.
-            window_size: window side of non-global blocks.
-            global_attn_indexes: blocks with global attention.
             pos_embed_size: grid side of the stored position embedding; defaults to
                 ``img_size // patch_size`` (SAM); ViTDet checkpoints store 14 (224 pretraining).
+            drop_path_rate: stochastic depth, increasing linearly with depth up to this rate.
+            in_chans: input channels.
             out_feature: name of the output feature.
         """
         super().__init__()
