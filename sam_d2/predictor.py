@@ -16,6 +16,8 @@ from .prompts import check_prompts
 
 __all__ = ["SamPredictor"]
 
+MaybeArray = Optional[np.ndarray]
+
 
 class SamPredictor:
     """Computes an image embedding once and decodes prompts against it."""
@@ -80,10 +82,10 @@ class SamPredictor:
 
     def predict(
         self,
-        point_coords: Optional[np.ndarray] = None,
-        point_labels: Optional[np.ndarray] = None,
-        box: Optional[np.ndarray] = None,
-        mask_input: Optional[np.ndarray] = None,
+        point_coords: MaybeArray = None,
+        point_labels: MaybeArray = None,
+        box: MaybeArray = None,
+        mask_input: MaybeArray = None,
         multimask_output: bool = True,
         return_logits: bool = False,
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
