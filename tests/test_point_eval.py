@@ -604,28 +604,12 @@ def test_tiny_random_sam_runs_the_whole_loop_on_bbbc038(datasets, tmp_path) -> N
 # ----------------------------------------------------------------------------- config
 
 
-def _add_proposed_point_eval_keys(cfg: CN) -> None:
-    """TEST.POINT_EVAL with the defaults proposed for add_sam_config, until it defines them."""
-    if "POINT_EVAL" in cfg.TEST:
-        return
-    cfg.TEST.POINT_EVAL = CN()
-    cfg.TEST.POINT_EVAL.NUM_POINTS = [1, 2, 3, 5, 9]
-    cfg.TEST.POINT_EVAL.FIRST_POINT = "center"
-    cfg.TEST.POINT_EVAL.SEED = 0
-    cfg.TEST.POINT_EVAL.MULTIMASK_FIRST = True
-    cfg.TEST.POINT_EVAL.MULTIMASK_AFTER_FIRST = False
-    cfg.TEST.POINT_EVAL.FEED_MASK_LOGITS = True
-    cfg.TEST.POINT_EVAL.EXCLUDE_CLICKED = True
-    cfg.TEST.POINT_EVAL.DISTANCE_METHOD = "cv2"
-
-
 def test_yaml_config_builds_the_model_and_runs_through_the_trainer(datasets, tmp_path) -> None:
     from sam_d2.config import add_sam_config
     from sam_d2.engine import Trainer
 
     cfg = get_cfg()
     add_sam_config(cfg)
-    _add_proposed_point_eval_keys(cfg)
     configs = Path(__file__).resolve().parents[1] / "configs"
     cfg.merge_from_file(str(configs / "sam_point_eval_random.yaml"))
     assert cfg.MODEL.META_ARCHITECTURE == "SamPointEvaluator"
