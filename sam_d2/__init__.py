@@ -13,8 +13,8 @@ from .modeling.meta_arch import (
     PromptableSam,
     SamAutomaticProposals,
     SamEdgeDetector,
-    SamPointEvaluator,
-    SamPromptedDetector,
+    SamClickBenchmark,
+    DetectorPromptedSam,
 )
 from .modeling.sam import Sam
 from .predictor import SamPredictor
@@ -24,7 +24,7 @@ __all__ = [
     "AutomaticMaskGenerator",
     "SamAutomaticProposals",
     "SamEdgeDetector",
-    "SamPointEvaluator",
+    "SamClickBenchmark",
     "add_sam_config",
     "build_sam",
     "build_sam_image_encoder",
@@ -36,5 +36,5 @@ __all__ = [
     "Sam",
     "SamCheckpointer",
     "SamPredictor",
-    "SamPromptedDetector",
+    "DetectorPromptedSam",
 ]

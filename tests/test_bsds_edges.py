@@ -23,7 +23,7 @@ from dist_helpers import run_distributed
 from pyEdgeEval import nms as pyedgeeval_nms
 from scipy import ndimage as ndi
 
-from sam_d2.data.bsds import load_bsds500_dicts, load_bsds_boundaries, register_bsds500
+from sam_d2.data.bsds500 import load_bsds500_dicts, load_bsds_boundaries, register_bsds500
 from sam_d2.evaluation.bsds_edges import (
     BSDSEdgeEvaluator,
     bsds_thresholds,
@@ -31,7 +31,7 @@ from sam_d2.evaluation.bsds_edges import (
     edge_counts,
     summarize_edge_counts,
 )
-from sam_d2.evaluation.edge_map import edge_nms, masks_to_edge_map, sam_edge_map, thin_edge_map
+from sam_d2.modeling.edge_map import edge_nms, masks_to_edge_map, sam_edge_map, thin_edge_map
 
 # Every 40th of the 200 sorted test ids.
 HUMAN_IDS = ["100007", "141012", "196088", "259060", "388006"]

@@ -27,7 +27,7 @@ from sam_d2.data.point_mapper import (
     build_point_eval_loader,
 )
 from sam_d2.evaluation.point_miou import PointMIoUEvaluator, average_point_miou
-from sam_d2.evaluation.point_sampling import (
+from sam_d2.modeling.click_simulation import (
     center_points,
     farthest_point,
     next_clicks,
@@ -36,7 +36,7 @@ from sam_d2.evaluation.point_sampling import (
     random_points,
 )
 from sam_d2.modeling.build import build_sam
-from sam_d2.modeling.meta_arch.point_eval import SamPointEvaluator
+from sam_d2.modeling.meta_arch.click_benchmark import SamClickBenchmark
 from sam_d2.modeling.meta_arch.promptable import PromptableSam
 from sam_d2.modeling.sam import build_sam_modules
 
@@ -178,7 +178,7 @@ def _kwargs(**options) -> Dict[str, Any]:
     )
 
 
-class GTOracle(SamPointEvaluator):
+class GTOracle(SamClickBenchmark):
     """Test oracle plugged where SAM decodes: every output is the GT mask (eroded if asked).
 
     It skips the image encoder (its embedding is never used) and returns constant low-res
@@ -533,7 +533,7 @@ def test_one_and_two_processes_agree(datasets) -> None:
 def test_tiny_random_sam_runs_the_whole_loop_on_bbbc038(datasets, tmp_path) -> None:
     torch.manual_seed(0)
     sam = build_sam("custom", **TINY_SAM)
-    model = SamPointEvaluator.from_sam(sam, num_points=NUM_POINTS)
+    model = SamClickBenchmark.from_sam(sam, num_points=NUM_POINTS)
     assert model.image_encoder is sam.image_encoder and not model.training
     mapper = PointEvalDatasetMapper(image_size=IMAGE_SIZE)
     x = mapper(_bbbc_record())
@@ -612,7 +612,7 @@ def test_yaml_config_builds_the_model_and_runs_through_the_trainer(datasets, tmp
     add_sam_config(cfg)
     configs = Path(__file__).resolve().parents[1] / "configs"
     cfg.merge_from_file(str(configs / "sam_point_eval_random.yaml"))
-    assert cfg.MODEL.META_ARCHITECTURE == "SamPointEvaluator"
+    assert cfg.MODEL.META_ARCHITECTURE == "SamClickBenchmark"
     assert tuple(cfg.TEST.POINT_EVAL.NUM_POINTS) == NUM_POINTS
     assert cfg.TEST.POINT_EVAL.FIRST_POINT == "random" and len(cfg.DATASETS.TEST) == 23
     cfg.merge_from_list(
@@ -625,7 +625,7 @@ def test_yaml_config_builds_the_model_and_runs_through_the_trainer(datasets, tmp
             "OUTPUT_DIR", str(tmp_path),
         ]
     )  # fmt: skip
-    model = SamPointEvaluator(cfg)
+    model = SamClickBenchmark(cfg)
     assert model.first_point == "random" and model.num_points == NUM_POINTS
     assert isinstance(Trainer.build_test_loader(cfg, BBBC).dataset[0]["instances"], Instances)
     # the Trainer's eval-only path (mapper hook, evaluator from evaluator_type) with the oracle

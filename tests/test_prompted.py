@@ -1,4 +1,4 @@
-"""Detector-prompted SAM (``SamPromptedDetector``), its mapper, weights, and COCO evaluation.
+"""Detector-prompted SAM (``DetectorPromptedSam``), its mapper, weights, and COCO evaluation.
 
 - the SAM step (box -> most confident of 3 masks -> one refinement with mask + box) equals the
   official ``segment_anything.SamPredictor`` doing the same, on identical random weights;
@@ -35,11 +35,11 @@ from PIL import Image
 
 from sam_d2.checkpoint import CheckpointError
 from sam_d2.config import add_sam_config
-from sam_d2.data.mappers import SamPromptedDatasetMapper
+from sam_d2.data.mappers import DetectorPromptedSamMapper
 from sam_d2.data.transforms import ResizeLongestSide
 from sam_d2.engine import load_weights
 from sam_d2.evaluation.coco import FastCOCOEvaluator
-from sam_d2.modeling.meta_arch.prompted import SamPromptedDetector
+from sam_d2.modeling.meta_arch.detector_prompted import DetectorPromptedSam
 
 TINY_CONFIG = REPO_ROOT / "configs" / "sam_vitdet_tiny_cpu.yaml"
 # pycocotools' decode triggers a numpy 2 copy-keyword DeprecationWarning on every call.
@@ -90,7 +90,7 @@ def test_sam_step_matches_official_predictor():
         [[0.1 * w, 0.2 * h, 0.6 * w, 0.9 * h], [0.4 * w, 0.1 * h, 0.95 * w, 0.5 * h], [0, 0, w, h]],
         dtype=np.float32,
     )
-    model = SamPromptedDetector(detector=None, sam=sam, box_source="gt").eval()
+    model = DetectorPromptedSam(detector=None, sam=sam, box_source="gt").eval()
     with torch.no_grad():
         out = model([_inputs(image, boxes, sam_size=1024)])[0]["instances"]
 
@@ -140,7 +140,7 @@ def test_refine_and_multimask_switches_change_the_procedure():
 
 def test_to_sam_frame_maps_and_clips():
     boxes = torch.tensor([[0.0, 0.0, 640.0, 480.0], [-5.0, 10.0, 700.0, 200.0]])
-    out = SamPromptedDetector.to_sam_frame(boxes, (480, 640), (768, 1024))
+    out = DetectorPromptedSam.to_sam_frame(boxes, (480, 640), (768, 1024))
     assert torch.allclose(out[0], torch.tensor([0.0, 0.0, 1024.0, 768.0]))
     assert torch.allclose(out[1], torch.tensor([0.0, 16.0, 1024.0, 320.0]))
 
@@ -154,7 +154,7 @@ def test_detector_boxes_and_chunking(tmp_path):
     image = _rgb(
         "coco_sample", "images", sorted(os.listdir(shared_path("coco_sample", "images")))[0]
     )
-    mapper = SamPromptedDatasetMapper(cfg, is_train=False)
+    mapper = DetectorPromptedSamMapper(cfg, is_train=False)
     path = tmp_path / "img.jpg"
     Image.fromarray(image).save(path, quality=98)
     x = mapper(
@@ -259,8 +259,8 @@ def test_unknown_detector_meta_architecture():
         ValueError, match="'ViTDetCascadeTypo' is not a registered.*GeneralizedRCNN"
     ):
         build_model(cfg)
-    cfg = _cfg("MODEL.SAM_PROMPTED.DETECTOR_META_ARCHITECTURE", "SamPromptedDetector")
-    with pytest.raises(ValueError, match="cannot be 'SamPromptedDetector'"):
+    cfg = _cfg("MODEL.SAM_PROMPTED.DETECTOR_META_ARCHITECTURE", "DetectorPromptedSam")
+    with pytest.raises(ValueError, match="cannot be 'DetectorPromptedSam'"):
         build_model(cfg)
 
 
@@ -275,7 +275,7 @@ def test_bad_box_source_missing_gt_and_training():
     with pytest.raises(NotImplementedError, match="evaluation-only"):
         model([x])
     with pytest.raises(ValueError, match="inference only"):
-        SamPromptedDatasetMapper(_cfg(), is_train=True)
+        DetectorPromptedSamMapper(_cfg(), is_train=True)
 
 
 def test_empty_gt_gives_empty_instances():
@@ -374,7 +374,7 @@ def _decode(segm: Any, h: int, w: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # plumbing proof through tools/train_net.py on a real coco_2017_val under DETECTRON2_DATASETS
-class OracleSamPromptedDetector(SamPromptedDetector):
+class OracleDetectorPromptedSam(DetectorPromptedSam):
     """SAM replaced by the ground truth: each box prompt gets the mask of the annotation whose
     box it is (best box IoU), optionally shifted right by ``shift`` pixels. Test only."""
 
@@ -404,22 +404,22 @@ def run_oracle_eval(output_dir: str, shifts: Sequence[int]) -> Dict[str, Any]:
     sys.path.insert(0, str(REPO_ROOT / "tools"))
     import train_net
 
-    if "OracleSamPromptedDetector" not in META_ARCH_REGISTRY:
-        META_ARCH_REGISTRY.register(OracleSamPromptedDetector)
-    OracleSamPromptedDetector._annotations = {
+    if "OracleDetectorPromptedSam" not in META_ARCH_REGISTRY:
+        META_ARCH_REGISTRY.register(OracleDetectorPromptedSam)
+    OracleDetectorPromptedSam._annotations = {
         d["image_id"]: [a for a in d["annotations"] if not a.get("iscrowd", 0)]
         for d in DatasetCatalog.get("coco_2017_val")
     }
     results = {"json_file": MetadataCatalog.get("coco_2017_val").json_file}
     for shift in shifts:
-        OracleSamPromptedDetector.shift = shift
+        OracleDetectorPromptedSam.shift = shift
         args = train_net.default_argument_parser().parse_args(
             [
                 "--config-file",
                 str(TINY_CONFIG),
                 "--eval-only",
                 "MODEL.META_ARCHITECTURE",
-                "OracleSamPromptedDetector",
+                "OracleDetectorPromptedSam",
                 "MODEL.SAM_PROMPTED.BOX_SOURCE",
                 "gt",
                 "MODEL.SAM_PROMPTED.MAX_BOXES",
@@ -488,7 +488,7 @@ def test_release_configs_build(name, cascade_classes, sam_width, max_boxes):
     cfg.MODEL.DEVICE = "cpu"
     with _no_init():
         model = build_model(cfg)
-    assert type(model) is SamPromptedDetector and model.max_boxes == max_boxes
+    assert type(model) is DetectorPromptedSam and model.max_boxes == max_boxes
     assert type(model.detector.roi_heads).__name__ == "CascadeROIHeads"
     assert model.detector.roi_heads.num_classes == cascade_classes
     assert model.sam.image_encoder.patch_embed.proj.out_channels == sam_width

@@ -1,6 +1,6 @@
 """Datasets (registered on import, lazily), mappers, transforms and image reading."""
 
-from .bsds import BSDS500_SPLITS, load_bsds500_dicts, load_bsds_boundaries, register_bsds500
+from .bsds500 import BSDS500_SPLITS, load_bsds500_dicts, load_bsds_boundaries, register_bsds500
 from .image_io import read_image_rgb, to_rgb_uint8
 from .sam23 import (
     SAM23_DATASETS,

@@ -3,8 +3,8 @@
 - :func:`build_lsj_augmentation` / :func:`build_detection_mapper`: ViTDet's training augmentation
   (``projects/ViTDet/configs/common/coco_loader_lsj.py``), which Detectron2's yacs
   ``build_augmentation`` cannot express.
-- :class:`SamPromptedDatasetMapper`: inputs of :class:`~sam_d2.modeling.meta_arch.prompted.
-  SamPromptedDetector`. Besides the detector's ``"image"`` (Detectron2's own ``DatasetMapper``
+- :class:`DetectorPromptedSamMapper`: inputs of :class:`~sam_d2.modeling.meta_arch.detector_prompted.
+  DetectorPromptedSam`. Besides the detector's ``"image"`` (Detectron2's own ``DatasetMapper``
   with the detector's resize and channel order) every dict gets ``"sam_image"``: the *original*
   image resized by SAM's own transform (longest side = ``MODEL.SAM.IMAGE_SIZE``, RGB). Each branch
   thus sees exactly the input it was trained on, with no double resampling (a Mask R-CNN R50
@@ -29,7 +29,7 @@ from .transforms import ResizeLongestSide
 __all__ = [
     "build_lsj_augmentation",
     "build_detection_mapper",
-    "SamPromptedDatasetMapper",
+    "DetectorPromptedSamMapper",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,15 +56,15 @@ def build_lsj_augmentation(cfg: CfgNode) -> List[T.Augmentation]:
 def build_detection_mapper(cfg: CfgNode, is_train: bool) -> Optional[Any]:
     """The mapper a trainer should use for ``cfg``, or None for Detectron2's default.
 
-    - ``MODEL.META_ARCHITECTURE == "SamPromptedDetector"``: :class:`SamPromptedDatasetMapper`
+    - ``MODEL.META_ARCHITECTURE == "DetectorPromptedSam"``: :class:`DetectorPromptedSamMapper`
       (inference only);
     - training with ``INPUT.LSJ.ENABLED``: Detectron2's ``DatasetMapper`` with
       :func:`build_lsj_augmentation` and boxes recomputed from the cropped masks (upstream's
       ``recompute_boxes=True``);
     - otherwise None (``DatasetMapper(cfg, is_train)``, Detectron2's default).
     """
-    if cfg.MODEL.META_ARCHITECTURE == "SamPromptedDetector":
-        return SamPromptedDatasetMapper(cfg, is_train)
+    if cfg.MODEL.META_ARCHITECTURE == "DetectorPromptedSam":
+        return DetectorPromptedSamMapper(cfg, is_train)
     lsj = cfg.INPUT.get("LSJ")
     if is_train and lsj is not None and lsj.ENABLED:
         return DatasetMapper(
@@ -83,11 +83,11 @@ def _to_rgb(image: np.ndarray, image_format: str) -> np.ndarray:
     if image_format == "BGR":
         return image[:, :, ::-1]
     raise ValueError(
-        f"SamPromptedDatasetMapper: INPUT.FORMAT must be 'RGB' or 'BGR', got {image_format!r}"
+        f"DetectorPromptedSamMapper: INPUT.FORMAT must be 'RGB' or 'BGR', got {image_format!r}"
     )
 
 
-class SamPromptedDatasetMapper(DatasetMapper):
+class DetectorPromptedSamMapper(DatasetMapper):
     """Detectron2's ``DatasetMapper`` plus ``"sam_image"`` (and, for oracle boxes, ground truth).
 
     Output keys: those of ``DatasetMapper`` at inference (``"image"`` in the detector's resize and
@@ -118,7 +118,7 @@ class SamPromptedDatasetMapper(DatasetMapper):
         """
         if is_train:
             raise ValueError(
-                "SamPromptedDatasetMapper is for inference only: SamPromptedDetector does not "
+                "DetectorPromptedSamMapper is for inference only: DetectorPromptedSam does not "
                 "train; train the detector with its own META_ARCHITECTURE"
             )
         _to_rgb(np.zeros((1, 1, 3), np.uint8), image_format)  # validates the format

@@ -8,7 +8,7 @@ optionally over several datasets at once (each dict is tagged with its ``dataset
 one evaluator can report every dataset and their mean).
 
 Output dict of the mapper (the input contract of
-:class:`sam_d2.modeling.meta_arch.point_eval.SamPointEvaluator`):
+:class:`sam_d2.modeling.meta_arch.click_benchmark.SamClickBenchmark`):
     image          (3, h, w) uint8 tensor in ``INPUT.FORMAT``, longest side ``MODEL.SAM.IMAGE_SIZE``
     height, width  original size
     instances      ``Instances((height, width))`` with ``gt_masks`` ``BitMasks`` (M, height, width)

@@ -10,7 +10,6 @@ from .bsds_edges import (
     summarize_edge_counts,
 )
 from .build import EVALUATOR_TYPES, build_evaluator
-from .edge_map import edge_nms, masks_to_edge_map, sam_edge_map, thin_edge_map
 from .lvis_mask_ar import LVISMaskProposalEvaluator, greedy_match, image_recall_counts
 
 __all__ = [
@@ -21,10 +20,6 @@ __all__ = [
     "edge_counts_from_file",
     "save_pr_curve",
     "summarize_edge_counts",
-    "edge_nms",
-    "masks_to_edge_map",
-    "sam_edge_map",
-    "thin_edge_map",
     "build_evaluator",
     "EVALUATOR_TYPES",
     "LVISMaskProposalEvaluator",

@@ -48,7 +48,7 @@ from detectron2.utils.logger import create_small_table
 from pyEdgeEval import correspond_pixels as _bsds_correspond_pixels
 from skimage.morphology import thin as _bwmorph_thin
 
-from ..data.bsds import load_bsds_boundaries
+from ..data.bsds500 import load_bsds_boundaries
 
 __all__ = [
     "BSDS500_HUMAN_RP",

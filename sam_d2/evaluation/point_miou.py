@@ -5,8 +5,8 @@ Definition
 For every dataset, ``mIoU@N`` is the mean over its evaluated objects of the IoU (at the original
 image resolution) between the GT mask and SAM's scored (most confident) mask after N simulated
 clicks; ``oracle_mIoU@1`` uses, at one click, the best of SAM's 3 outputs instead. The click
-protocol is :mod:`sam_d2.evaluation.point_sampling`, run by
-:class:`sam_d2.modeling.meta_arch.point_eval.SamPointEvaluator`. When several datasets are
+protocol is :mod:`sam_d2.modeling.click_simulation`, run by
+:class:`sam_d2.modeling.meta_arch.click_benchmark.SamClickBenchmark`. When several datasets are
 evaluated the headline ``point_miou`` numbers are the unweighted mean over datasets of those
 per-dataset means (as in the paper; the 23-dataset suite is "SA-23"). All numbers are percent.
 
@@ -132,7 +132,7 @@ def _summarize(per_dataset: "OrderedDict[str, Dict[str, float]]") -> "OrderedDic
 class PointMIoUEvaluator(DatasetEvaluator):
     """mIoU after N clicks per dataset, and their mean (module docstring).
 
-    ``process`` takes the outputs of ``SamPointEvaluator`` (``point_ious``, ``oracle_iou_1pt``,
+    ``process`` takes the outputs of ``SamClickBenchmark`` (``point_ious``, ``oracle_iou_1pt``,
     ``object_ids``, ``num_skipped``, ``num_points``, ``dataset_name``). ``evaluate`` returns::
 
         {"point_miou": {"mIoU@1", ..., "mIoU@9", "oracle_mIoU@1", "num_datasets"},
@@ -188,8 +188,8 @@ class PointMIoUEvaluator(DatasetEvaluator):
         for inp, out in zip(inputs, outputs):
             if "point_ious" not in out:
                 raise KeyError(
-                    "PointMIoUEvaluator needs outputs of SamPointEvaluator ('point_ious' missing; "
-                    "set MODEL.META_ARCHITECTURE to SamPointEvaluator)"
+                    "PointMIoUEvaluator needs outputs of SamClickBenchmark ('point_ious' missing; "
+                    "set MODEL.META_ARCHITECTURE to SamClickBenchmark)"
                 )
             if tuple(out.get("num_points", self._num_points)) != self._num_points:
                 raise ValueError(

@@ -1,15 +1,15 @@
 """sam_d2's Detectron2 meta-architectures (registered in META_ARCH_REGISTRY on import)."""
 
-from .edges import SamEdgeDetector
-from .point_eval import SamPointEvaluator
+from .edge_detector import SamEdgeDetector
+from .click_benchmark import SamClickBenchmark
 from .promptable import PromptableSam
-from .prompted import SamPromptedDetector
+from .detector_prompted import DetectorPromptedSam
 from .proposals import SamAutomaticProposals
 
 __all__ = [
     "PromptableSam",
     "SamAutomaticProposals",
     "SamEdgeDetector",
-    "SamPointEvaluator",
-    "SamPromptedDetector",
+    "SamClickBenchmark",
+    "DetectorPromptedSam",
 ]

@@ -3,7 +3,7 @@
 Per image: a 16 x 16 grid of single-point prompts gives 768 masks (3 per point), kept without
 predicted-IoU or stability filtering, de-duplicated by box NMS; their unthresholded probability maps
 (sigmoid of the logits, at the original resolution) go through
-:func:`sam_d2.evaluation.edge_map.sam_edge_map`: Sobel filter, responses kept only on each mask's
+:func:`sam_d2.modeling.edge_map.sam_edge_map`: Sobel filter, responses kept only on each mask's
 outer boundary, pixel-wise maximum, linear normalisation to [0, 1], edge NMS and thinning.
 
 The generator needs the original image, so configs of this model set ``INPUT.MIN_SIZE_TEST: 0``
@@ -21,7 +21,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from torch import Tensor
 
 from ...automatic.mask_set import MaskSet
-from ...evaluation.edge_map import sam_edge_map
+from ..edge_map import sam_edge_map
 from .proposals import SamAutomaticProposals
 
 __all__ = ["SamEdgeDetector"]

@@ -1,4 +1,4 @@
-"""``SamPromptedDetector``: any Detectron2 detector's boxes prompt SAM (zero-shot instances).
+"""``DetectorPromptedSam``: any Detectron2 detector's boxes prompt SAM (zero-shot instances).
 
 The SAM paper's zero-shot instance segmentation (Sec. 7.4, App. D.5): ViTDet-H's boxes prompt
 SAM; the most confident of SAM's masks is fed back, together with the box, to the mask decoder
@@ -11,7 +11,7 @@ Per image, at inference:
        oracle for studying SAM alone, the detector is then not built); at most ``MAX_BOXES``,
        highest scores first;
     2. SAM encodes ``"sam_image"`` (the original image resized to SAM's input, from
-       :class:`sam_d2.data.mappers.SamPromptedDatasetMapper`); boxes are mapped from original
+       :class:`sam_d2.data.mappers.DetectorPromptedSamMapper`); boxes are mapped from original
        pixels into that frame;
     3. first pass: each box alone, 3 outputs (``MULTIMASK_OUTPUT``, as SAM was trained for a
        single prompt), the one with the highest predicted IoU is kept;
@@ -50,7 +50,7 @@ from ...data.transforms import longest_side_shape
 from .promptable import PromptableSam
 
 __all__ = [
-    "SamPromptedDetector",
+    "DetectorPromptedSam",
     "build_detector",
 ]
 
@@ -66,9 +66,9 @@ def build_detector(cfg: CfgNode) -> nn.Module:
         ValueError: the name is not a registered meta-architecture, or names this very class.
     """
     name = cfg.MODEL.SAM_PROMPTED.DETECTOR_META_ARCHITECTURE
-    if name == "SamPromptedDetector":
+    if name == "DetectorPromptedSam":
         raise ValueError(
-            "MODEL.SAM_PROMPTED.DETECTOR_META_ARCHITECTURE cannot be 'SamPromptedDetector' itself"
+            "MODEL.SAM_PROMPTED.DETECTOR_META_ARCHITECTURE cannot be 'DetectorPromptedSam' itself"
         )
     if name not in META_ARCH_REGISTRY:
         known = sorted(k for k, _ in META_ARCH_REGISTRY)
@@ -88,7 +88,7 @@ def _build_sam(cfg: CfgNode) -> PromptableSam:
 
 
 @META_ARCH_REGISTRY.register()
-class SamPromptedDetector(nn.Module):
+class DetectorPromptedSam(nn.Module):
     """A detector's boxes prompt SAM; the detector's boxes/scores/classes with SAM's masks.
 
     See the module docstring for inputs, outputs and the procedure.
@@ -149,9 +149,9 @@ class SamPromptedDetector(nn.Module):
     @classmethod
     def build_test_mapper(cls, cfg: CfgNode):
         """The dataset mapper providing ``"sam_image"`` (and gt boxes for the oracle)."""
-        from ...data.mappers import SamPromptedDatasetMapper
+        from ...data.mappers import DetectorPromptedSamMapper
 
-        return SamPromptedDatasetMapper(cfg, is_train=False)
+        return DetectorPromptedSamMapper(cfg, is_train=False)
 
     @property
     def device(self) -> torch.device:
@@ -162,11 +162,11 @@ class SamPromptedDetector(nn.Module):
         """Detectron2 contract: list of input dicts -> list of ``{"instances": Instances}``."""
         if self.training:
             raise NotImplementedError(
-                "SamPromptedDetector is evaluation-only; train the detector with its own "
+                "DetectorPromptedSam is evaluation-only; train the detector with its own "
                 "META_ARCHITECTURE and SAM with PromptableSam"
             )
         if not batched_inputs:
-            raise ValueError("SamPromptedDetector got an empty batch")
+            raise ValueError("DetectorPromptedSam got an empty batch")
         results = self.detect(batched_inputs)
         masks = self.predict_masks(batched_inputs, [r.pred_boxes.tensor for r in results])
         for inst, (pred_masks, mask_scores) in zip(results, masks):
@@ -203,7 +203,7 @@ class SamPromptedDetector(nn.Module):
         if gt is None or not gt.has("gt_boxes"):
             raise KeyError(
                 f"input {i} ({x.get('file_name', 'no file_name')}): BOX_SOURCE='gt' needs "
-                "'instances' with gt_boxes (use sam_d2.data.mappers.SamPromptedDatasetMapper)"
+                "'instances' with gt_boxes (use sam_d2.data.mappers.DetectorPromptedSamMapper)"
             )
         ih, iw = x["image"].shape[-2:] if "image" in x else gt.image_size
         h, w = int(x.get("height", ih)), int(x.get("width", iw))

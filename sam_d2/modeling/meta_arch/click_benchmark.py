@@ -1,8 +1,8 @@
-"""``SamPointEvaluator``: SAM's single-point valid-mask benchmark as a meta-architecture.
+"""``SamClickBenchmark``: SAM's single-point valid-mask benchmark as a meta-architecture.
 
 SAM paper §7.1 / appendix D.1 (Fig. 9), the protocol of RITM. For every GT object of an image:
 
-1. click the first point (:mod:`sam_d2.evaluation.point_sampling`: the interior point farthest
+1. click the first point (:mod:`sam_d2.modeling.click_simulation`: the interior point farthest
    from the boundary, or a seeded random interior point);
 2. decode all clicks so far, with the previous round's low-res logits of the scored mask as
    ``mask_inputs`` (from the second click on; ``feed_mask_logits``);
@@ -47,7 +47,7 @@ from detectron2.structures import BitMasks, PolygonMasks
 from torch import Tensor
 
 from ...data.point_mapper import PointEvalDatasetMapper
-from ...evaluation.point_sampling import (
+from ..click_simulation import (
     DISTANCE_METHODS,
     Clicks,
     center_points,
@@ -57,7 +57,7 @@ from ...evaluation.point_sampling import (
 )
 from .promptable import PromptableSam
 
-__all__ = ["SamPointEvaluator", "FIRST_POINT_MODES"]
+__all__ = ["SamClickBenchmark", "FIRST_POINT_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ FIRST_POINT_MODES = ("center", "random")
 
 
 @META_ARCH_REGISTRY.register()
-class SamPointEvaluator(PromptableSam):
+class SamClickBenchmark(PromptableSam):
     """Runs the simulated-click benchmark on the GT objects of each input (module docstring).
 
     Evaluation only: ``forward`` in training mode raises. The per-object IoUs it returns are
@@ -98,7 +98,7 @@ class SamPointEvaluator(PromptableSam):
             feed_mask_logits: feed the previous scored low-res logits back as ``mask_inputs``.
             exclude_clicked: never click a pixel twice (RITM's ``not_clicked_map``).
             distance_method: distance transform engine of the click sampling, "cv2" (RITM's)
-                or "scipy" (same clicks, slower; see ``point_sampling``).
+                or "scipy" (same clicks, slower; see ``sam_d2.modeling.click_simulation``).
             max_upsample_elements: masks upsampled at once are chunked to at most this many
                 pixels (of the larger of img_size^2 and the original size; bounds memory).
             kwargs: arguments of :class:`PromptableSam`.
@@ -147,7 +147,7 @@ class SamPointEvaluator(PromptableSam):
         return PointEvalDatasetMapper(cfg)
 
     @classmethod
-    def from_sam(cls, sam: PromptableSam, **kwargs: Any) -> "SamPointEvaluator":
+    def from_sam(cls, sam: PromptableSam, **kwargs: Any) -> "SamClickBenchmark":
         """A point evaluator sharing the modules (and weights) of an existing SAM model.
 
         Args:
@@ -221,9 +221,9 @@ class SamPointEvaluator(PromptableSam):
     def forward(self, batched_inputs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """Detectron2 contract: list of input dicts -> one result dict per input (module doc)."""
         if self.training:
-            raise RuntimeError("SamPointEvaluator only evaluates; call model.eval() first")
+            raise RuntimeError("SamClickBenchmark only evaluates; call model.eval() first")
         if not batched_inputs:
-            raise ValueError("SamPointEvaluator got an empty batch")
+            raise ValueError("SamClickBenchmark got an empty batch")
         images = self.rgb_images(batched_inputs)
         objects = [
             self._gt_objects(i, x, img) for i, (x, img) in enumerate(zip(batched_inputs, images))
