@@ -5,7 +5,7 @@ setup(
     name="sam_d2",
     version="0.1.0",
     description="Segment Anything (SAM) as a first-class Detectron2 plugin",
-    packages=find_packages(include=["sam_d2", "sam_d2.*"]),
+    packages=find_packages(include=["sam_d2", "sam_d2.*", "sam_d2_onnx"]),
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
@@ -23,6 +23,10 @@ setup(
         "h5py",
         "tensorboard",
         "matplotlib",
+        # ONNX export (dynamo exporter needs onnxscript) and the torch-free predictor sam_d2_onnx
+        "onnx",
+        "onnxscript",
+        "onnxruntime",
     ],
     extras_require={
         "dev": ["pytest", "segment-anything==1.0", "ruff"],
