@@ -4,7 +4,7 @@ Signatures and return values match ``segment_anything.SamPredictor``: ``set_imag
 number of ``predict`` calls with points / box / mask prompts in original image coordinates.
 """
 
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .data.transforms import ResizeLongestSide
 from .modeling.sam import Sam
-from .prompts import check_prompts
+from .prompts import PromptError, check_prompts
 
 __all__ = ["SamPredictor"]
 
@@ -47,8 +47,7 @@ class SamPredictor:
             image_format: "RGB" or "BGR".
         """
         image = _as_rgb_uint8(image, image_format)
-        resized = self.transform.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.array(resized), device=self.device)
+        tensor = torch.as_tensor(self.transform.apply_image(image), device=self.device)
         self.set_torch_image(tensor.permute(2, 0, 1)[None], image.shape[:2])
 
     @torch.no_grad()
@@ -91,45 +90,59 @@ class SamPredictor:
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predict masks for one prompt given in original image coordinates.
 
+        Every prompt kind is optional, as in the official predictor; with none at all SAM decodes
+        its learned "no prompt" embedding. An empty array (``point_coords`` (0, 2) with
+        ``point_labels`` (0,), or a ``box`` of size 0) counts as that kind not given. (The official
+        predictor instead turns empty points into one padding point, which changes the output.)
+
         Args:
-            point_coords: (P, 2) XY pixels.
-            point_labels: (P,) 1 foreground, 0 background.
-            box: (4,) XYXY pixels.
+            point_coords: (P, 2) XY pixels of the original image.
+            point_labels: (P,) 1 foreground, 0 background (-1: padding, ignored).
+            box: (4,) XYXY pixels of the original image.
             mask_input: (1, 256, 256) low-res logits from a previous call.
             multimask_output: return 3 masks instead of 1.
             return_logits: return logits instead of binary masks.
 
         Returns:
             masks (K, H, W), predicted IoUs (K,), low-res logits (K, 256, 256).
+
+        Raises:
+            PromptError: naming the prompt and quoting its values in the original image frame.
         """
         self._require_image()
-        tf = self.transform.get_transform(np.empty(self.original_size + (0,), np.uint8))
-        coords = labels = box_t = mask_t = None
-        if point_coords is not None:
-            if point_labels is None:
-                raise ValueError("point_labels must be supplied with point_coords")
-            coords = torch.as_tensor(
-                tf.apply_coords(np.array(point_coords, dtype=np.float64).reshape(-1, 2)),
-                dtype=torch.float,
-                device=self.device,
-            )[None]
-            labels = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)[None]
-        if box is not None:
-            # Corners scaled as points (as the official transform does): a flipped box stays
-            # flipped and is reported, where Detectron2's apply_box would silently reorder it.
-            box_t = torch.as_tensor(
-                tf.apply_coords(np.array(box, dtype=np.float64).reshape(-1, 2)),
-                dtype=torch.float,
-                device=self.device,
-            ).reshape(1, 4)
-        if mask_input is not None:
-            mask_t = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)[None]
-        masks, iou, low_res = self.predict_torch(
+        coords, labels, box_t, mask_t = _user_prompts(point_coords, point_labels, box, mask_input)
+        if not all(p is None for p in (coords, labels, box_t, mask_t)):
+            check_prompts(
+                coords,
+                labels,
+                box_t,
+                mask_t,
+                self.original_size,
+                self.model.prompt_encoder.mask_input_size,
+                frame="image",
+            )
+        if coords is not None:
+            coords = self._to_input_frame(coords)
+            labels = labels.to(self.device, torch.int)
+        if box_t is not None:
+            # Corners scaled as points (as the official transform does): a flipped box is
+            # reported above, where Detectron2's apply_box would silently reorder it.
+            box_t = self._to_input_frame(box_t.reshape(1, 2, 2)).reshape(1, 4)
+        if mask_t is not None:
+            mask_t = mask_t.to(self.device, torch.float)
+        masks, iou, low_res = self._decode(
             coords, labels, box_t, mask_t, multimask_output, return_logits
         )
         return masks[0].cpu().numpy(), iou[0].cpu().numpy(), low_res[0].cpu().numpy()
 
-    @torch.no_grad()
+    def _to_input_frame(self, xy: Tensor) -> Tensor:
+        """(..., 2) float64 original-frame XY -> float32 input frame on the device.
+
+        Scaled in float64 and then cast, as the official ``predict`` does.
+        """
+        scaled = self.transform.apply_coords(xy.numpy(), self.original_size)
+        return torch.as_tensor(scaled, dtype=torch.float, device=self.device)
+
     def predict_torch(
         self,
         point_coords: Optional[Tensor],
@@ -141,6 +154,9 @@ class SamPredictor:
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """Predict masks for B prompts already in the resized ("input") frame.
 
+        Coordinates come from ``transform.apply_coords_torch`` / ``apply_boxes_torch`` (with
+        ``original_size``), as in the official predictor. With no prompt at all, B = 1.
+
         Args:
             point_coords: (B, P, 2); point_labels: (B, P); boxes: (B, 4);
             mask_input: (B, 1, 256, 256).
@@ -149,14 +165,30 @@ class SamPredictor:
             masks (B, K, H, W) bool (or logits), IoUs (B, K), low-res logits (B, K, 256, 256).
         """
         self._require_image()
-        check_prompts(
-            point_coords,
-            point_labels,
-            boxes,
-            mask_input,
-            self.input_size,
-            self.model.prompt_encoder.mask_input_size,
+        if not all(p is None for p in (point_coords, point_labels, boxes, mask_input)):
+            check_prompts(
+                point_coords,
+                point_labels,
+                boxes,
+                mask_input,
+                self.input_size,
+                self.model.prompt_encoder.mask_input_size,
+            )
+        return self._decode(
+            point_coords, point_labels, boxes, mask_input, multimask_output, return_logits
         )
+
+    @torch.no_grad()
+    def _decode(
+        self,
+        point_coords: Optional[Tensor],
+        point_labels: Optional[Tensor],
+        boxes: Optional[Tensor],
+        mask_input: Optional[Tensor],
+        multimask_output: bool,
+        return_logits: bool,
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Decode validated input-frame prompts; shapes as in :meth:`predict_torch`."""
         low_res, iou = self.model.decode(
             self.features, point_coords, point_labels, boxes, mask_input, multimask_output
         )
@@ -188,3 +220,43 @@ def _as_rgb_uint8(image: np.ndarray, image_format: str) -> np.ndarray:
         image = np.repeat(image, 3, axis=2)
     image = image[..., :3]
     return image[..., ::-1] if image_format == "BGR" else image
+
+
+def _as_tensor(name: str, value: Any, shape: str, ok: Callable[[Tuple[int, ...]], bool]) -> Tensor:
+    """A float64 tensor of ``value`` (the caller's numbers, unrounded), shape-checked."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PromptError(
+            f"{name} must be a numeric array of shape {shape}, got {value!r}"
+        ) from None
+    if not ok(array.shape):
+        raise PromptError(f"{name} must have shape {shape}, got {array.shape}")
+    return torch.from_numpy(array)
+
+
+def _user_prompts(
+    point_coords: MaybeArray, point_labels: MaybeArray, box: MaybeArray, mask_input: MaybeArray
+) -> Tuple[Optional[Tensor], ...]:
+    """``predict``'s numpy prompts as float64 tensors (1, P, 2), (1, P), (1, 4), (1, 1, h, w).
+
+    Empty point or box arrays become None (one rule: empty = not given).
+    """
+    coords = labels = box_t = mask_t = None
+    if point_coords is not None:
+        if point_labels is None:
+            raise PromptError("point_labels must be supplied with point_coords")
+        coords = _as_tensor("point_coords", point_coords, "(P, 2)", lambda s: s[-1:] == (2,))
+        coords = coords.reshape(1, -1, 2)
+        labels = _as_tensor("point_labels", point_labels, "(P,)", lambda s: len(s) <= 1)
+        labels = labels.reshape(1, -1)
+        if coords.shape[1] == 0 and labels.shape[1] == 0:
+            coords = labels = None
+    elif point_labels is not None:
+        raise PromptError("point_labels were given without point_coords")
+    if box is not None:
+        box_t = _as_tensor("box", box, "(4,) XYXY", lambda s: int(np.prod(s)) in (0, 4))
+        box_t = box_t.reshape(1, 4) if box_t.numel() else None
+    if mask_input is not None:
+        mask_t = _as_tensor("mask_input", mask_input, "(1, 256, 256)", lambda s: len(s) == 3)[None]
+    return coords, labels, box_t, mask_t
