@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Start the annotation app (data engine stages 1-2) on a folder of images.
 
-    python tools/annotate.py --images DIR --out ANNOT_DIR --variant vit_b --checkpoint sam_vit_b_01ec64.pth
+    python tools/annotate.py --images DIR --out ANNOT_DIR --variant vit_b \
+        --checkpoint sam_vit_b_01ec64.pth
     python tools/annotate.py --images DIR --out ANNOT_DIR --config-file configs/sam_vit_b.yaml \
         MODEL.WEIGHTS output/retrain1/model_final.pth
     python tools/annotate.py --images DIR --out ANNOT_DIR --export-only   # write the COCO JSON
@@ -62,15 +63,14 @@ def main(argv=None) -> int:
 
         store = AnnotationStore(folder, args.out)
         result = export_coco(store, store.out / EXPORT_NAME)
-        print(f"exported {result['annotations']} masks of {result['images']} images to {result['path']}")
+        n, m = result["annotations"], result["images"]
+        print(f"exported {n} masks of {m} images to {result['path']}")
         return 0
 
     from sam_d2.annotate.server import AppSettings, bind_socket, create_app, serve
 
     def load(checkpoint):
-        return build_app_model(
-            args.variant, checkpoint, args.config_file, args.opts, args.device
-        )
+        return build_app_model(args.variant, checkpoint, args.config_file, args.opts, args.device)
 
     try:
         model, model_id = build_app_model(
@@ -84,7 +84,9 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ckpt_dir = args.checkpoint_dir or (str(Path(args.checkpoint).parent) if args.checkpoint else None)
+    ckpt_dir = args.checkpoint_dir or (
+        str(Path(args.checkpoint).parent) if args.checkpoint else None
+    )
     settings = AppSettings(
         images=Path(args.images),
         out=Path(args.out),

@@ -315,5 +315,7 @@ def build_app_model(
         )
     sam = model if isinstance(model, Sam) else getattr(model, "sam", None)
     if not isinstance(sam, Sam):
-        raise ValueError(f"{config_file}: the model {type(model).__name__} neither is nor holds a SAM")
+        raise ValueError(
+            f"{config_file}: the model {type(model).__name__} neither is nor holds a SAM"
+        )
     return sam.to(device).eval(), model_id_for(variant, checkpoint, random_seed)

@@ -23,12 +23,12 @@ Bad requests get a 4xx whose ``detail`` says what is wrong in one line.
 """
 
 import logging
-from contextlib import asynccontextmanager
 import math
 import socket
 import threading
 import time
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Dict, List, Literal, Optional, Sequence, Tuple
@@ -233,9 +233,7 @@ class Annotator:
             self._image_bytes.popitem(last=False)
         return out
 
-    def generator(
-        self, overrides: Dict[str, Any]
-    ) -> Tuple[AutomaticMaskGenerator, Dict[str, Any]]:
+    def generator(self, overrides: Dict[str, Any]) -> Tuple[AutomaticMaskGenerator, Dict[str, Any]]:
         """The automatic generator with the pre-fill settings (``overrides`` win) and those."""
         model, _, _ = self.slot.current
         kwargs = dict(self.settings.prefill)

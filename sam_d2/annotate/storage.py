@@ -179,7 +179,9 @@ def check_rle(rle: Any, height: int, width: int) -> Dict[str, Any]:
         raise AnnotationError("mask must be an object {'size': [h, w], 'counts': [...]}")
     size = rle["size"]
     if list(size) != [height, width]:
-        raise AnnotationError(f"mask size {list(size)} does not match the image ({height}, {width})")
+        raise AnnotationError(
+            f"mask size {list(size)} does not match the image ({height}, {width})"
+        )
     counts = rle["counts"]
     if not isinstance(counts, list) or not all(
         isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts
@@ -255,7 +257,7 @@ class AnnotationStore:
             atomic_write_json(self.json_path(name), self._cache[name])
 
     def add(self, name: str, ann: Dict[str, Any]) -> Dict[str, Any]:
-        """Add an annotation (fields as built by :func:`make_annotation`); returns it with its id."""
+        """Add an annotation (as built by :func:`make_annotation`); returns it with its id."""
         with self._lock:
             record = self.load(name)
             ann = dict(ann, id=1 + max((a["id"] for a in record["annotations"]), default=0))
@@ -373,7 +375,10 @@ def make_annotation(
 def mask_geometry(coco_rle: Dict[str, Any]) -> Tuple[List[float], int]:
     """XYWH box and pixel area of a compressed COCO RLE (pycocotools' definitions)."""
     counts = coco_rle["counts"]
-    rle = {"size": coco_rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+    rle = {
+        "size": coco_rle["size"],
+        "counts": counts.encode() if isinstance(counts, str) else counts,
+    }
     return [float(v) for v in mask_utils.toBbox(rle)], int(mask_utils.area(rle))
 
 
@@ -418,7 +423,12 @@ def export_coco(store: AnnotationStore, path: os.PathLike) -> Dict[str, Any]:
         if not accepted:
             continue
         images.append(
-            {"id": info.image_id, "file_name": info.name, "width": info.width, "height": info.height}
+            {
+                "id": info.image_id,
+                "file_name": info.name,
+                "width": info.width,
+                "height": info.height,
+            }
         )
         for a in accepted:
             cat = categories.setdefault(a["category"], len(categories) + 1)
