@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from sam_d2.annotate.embeddings import ModelSlot, build_app_model
-from sam_d2.annotate.storage import AnnotationStore, ImageFolder, export_coco
+from sam_d2.annotate.storage import EXPORT_NAME, AnnotationStore, ImageFolder, export_coco
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,8 +59,6 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.export_only:
-        from sam_d2.annotate.server import EXPORT_NAME
-
         store = AnnotationStore(folder, args.out)
         result = export_coco(store, store.out / EXPORT_NAME)
         n, m = result["annotations"], result["images"]
@@ -68,6 +66,12 @@ def main(argv=None) -> int:
         return 0
 
     from sam_d2.annotate.server import AppSettings, bind_socket, create_app, serve
+
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as e:
+        print(f"error: {e} (is another server running? pick another --port)", file=sys.stderr)
+        return 2
 
     def load(checkpoint):
         return build_app_model(args.variant, checkpoint, args.config_file, args.opts, args.device)
@@ -82,6 +86,7 @@ def main(argv=None) -> int:
             random_seed=0 if args.random_weights else None,
         )
     except (ValueError, RuntimeError, OSError) as e:
+        sock.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
     ckpt_dir = args.checkpoint_dir or (
@@ -103,11 +108,6 @@ def main(argv=None) -> int:
         checkpoint_dir=Path(ckpt_dir) if ckpt_dir else None,
         load_checkpoint=load,
     )
-    try:
-        sock = bind_socket(args.host, args.port)
-    except OSError as e:
-        print(f"error: {e} (is another server running? pick another --port)", file=sys.stderr)
-        return 2
     app = create_app(settings, ModelSlot(model, model_id, args.checkpoint))
     annotator = app.state.annotator
     print(

@@ -7,7 +7,7 @@ folder listing, never joined onto a path):
 ``GET  /``                                            the page (``static/index.html``)
 ``GET  /api/state``                                   images with progress, skipped files,
                                                       corrupt files, categories, model, stats
-``GET  /api/images/{name}``                           the image's record, masks as uncompressed RLE
+``GET  /api/images/{name}``                           the image's record (SA-1B JSON)
 ``GET  /api/images/{name}/file``                      the decoded image as JPEG / PNG
 ``POST /api/images/{name}/embed``                     embed (or load) it; queue the next images
 ``POST /api/images/{name}/predict``                   points / box (+ previous logits) -> masks
@@ -19,7 +19,9 @@ folder listing, never joined onto a path):
 ``GET|POST /api/model``                               current model / checkpoints; switch
 ====================================================  ==========================================
 
-Bad requests get a 4xx whose ``detail`` says what is wrong in one line.
+Masks go to the page as COCO compressed RLE (``counts`` a string) and come back as
+uncompressed RLE (``counts`` a list of run lengths). Bad requests get a 4xx whose ``detail``
+says what is wrong in one line.
 """
 
 import logging
@@ -39,16 +41,17 @@ import torch
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pycocotools import mask as mask_utils
 from pydantic import BaseModel, Field
 
 from ..automatic import AutomaticMaskGenerator
 from ..automatic.masks import stability_score
-from ..automatic.rle import coco_to_mask, mask_to_rle
 from ..data.image_io import read_image_rgb
 from ..modeling.sam import Sam
 from ..prompts import PromptError
 from .embeddings import Embedding, EmbeddingCache, Encoder, ModelSlot, predictor_for
 from .storage import (
+    EXPORT_NAME,
     AnnotationError,
     AnnotationStore,
     ImageFolder,
@@ -64,8 +67,6 @@ __all__ = ["AppSettings", "Annotator", "create_app", "bind_socket", "serve", "Se
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-#: Export file written by ``POST /api/export`` (inside ``--out``).
-EXPORT_NAME = "export/coco_instances.json"
 
 
 @dataclass
@@ -286,11 +287,10 @@ class Annotator:
         return sorted(p.relative_to(d).as_posix() for p in d.rglob("*.pth") if p.is_file())
 
 
-def _with_dense_rle(ann: Dict[str, Any]) -> Dict[str, Any]:
-    """An annotation for the browser: its mask as uncompressed RLE (what the page decodes)."""
-    out = dict(ann)
-    out["mask"] = mask_to_rle(coco_to_mask(ann["segmentation"]))
-    return out
+def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
+    """(H, W) bool mask -> COCO compressed RLE with ``counts`` as str (what the page decodes)."""
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _check_prompts(req: PredictRequest, info: ImageInfo) -> None:
@@ -400,17 +400,19 @@ def create_app(settings: AppSettings, slot: ModelSlot) -> FastAPI:
         start = time.perf_counter()
         predictor = predictor_for(model, emb)
         try:
-            logits, scores, low_res = predictor.predict(
-                coords, labels, box, mask_input, multimask_output=multimask, return_logits=True
+            masks, scores, low_res = predictor.predict(
+                coords, labels, box, mask_input, multimask_output=multimask
             )
         except (PromptError, ValueError) as e:
             raise HTTPException(422, f"bad prompt: {e}") from None
-        logits_t = torch.from_numpy(logits)
-        stab = stability_score(logits_t, model.mask_threshold, 1.0).nan_to_num(0.0)
-        masks = logits_t > model.mask_threshold
+        # Stability on the decoder's logits over the image (not the padding): the full-size
+        # logits cost seconds on large images, and the score is only recorded.
+        h, w = (math.ceil(v * low_res.shape[-1] / model.img_size) for v in emb.input_size)
+        valid = torch.from_numpy(low_res[:, :h, :w])
+        stab = stability_score(valid, model.mask_threshold, 1.0).nan_to_num(0.0)
         ann.remember(req.session, name, model_id, low_res)
         return {
-            "masks": [mask_to_rle(m) for m in masks],
+            "masks": [encode_mask(m) for m in masks],
             "scores": [float(s) for s in scores],
             "stability": [float(s) for s in stab],
             "best": int(np.argmax(scores)),
@@ -426,7 +428,7 @@ def create_app(settings: AppSettings, slot: ModelSlot) -> FastAPI:
         return {
             "image": record["image"],
             "annotate": record["annotate"],
-            "annotations": [_with_dense_rle(a) for a in record["annotations"]],
+            "annotations": record["annotations"],
         }
 
     @app.post("/api/images/{name:path}/annotations", status_code=201)
@@ -451,7 +453,7 @@ def create_app(settings: AppSettings, slot: ModelSlot) -> FastAPI:
             predicted_iou=body.predicted_iou,
             stability_score=body.stability_score,
         )
-        return _with_dense_rle(ann.store.add(info.name, record))
+        return ann.store.add(info.name, record)
 
     @app.put("/api/images/{name:path}/annotations/{ann_id}")
     def update_annotation(name: str, ann_id: int, body: AnnotationUpdate) -> Dict[str, Any]:
@@ -472,7 +474,7 @@ def create_app(settings: AppSettings, slot: ModelSlot) -> FastAPI:
                 raise HTTPException(422, f"mask: {e}") from None
             bbox, area = mask_geometry(rle)
             changes.update(segmentation=rle, bbox=bbox, area=area, source="edited")
-        return _with_dense_rle(ann.store.update(info.name, ann_id, changes))
+        return ann.store.update(info.name, ann_id, changes)
 
     @app.delete("/api/images/{name:path}/annotations/{ann_id}")
     def delete_annotation(name: str, ann_id: int) -> Dict[str, Any]:
@@ -489,7 +491,7 @@ def create_app(settings: AppSettings, slot: ModelSlot) -> FastAPI:
         start = time.perf_counter()
         new = ann.prefill(info, (body or PrefillRequest()).model_dump())
         return {
-            "annotations": [_with_dense_rle(a) for a in new],
+            "annotations": new,
             "seconds": time.perf_counter() - start,
         }
 

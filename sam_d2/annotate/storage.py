@@ -41,6 +41,7 @@ from pycocotools import mask as mask_utils
 from ..automatic.rle import rle_to_coco
 
 __all__ = [
+    "EXPORT_NAME",
     "IMAGE_SUFFIXES",
     "AnnotationError",
     "AnnotationStore",
@@ -60,6 +61,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 #: Sources an annotation may have (see the module docstring).
 SOURCES = ("point", "box", "prefill", "brush", "edited")
 FORMAT_VERSION = 1
+#: The COCO export, relative to the output folder.
+EXPORT_NAME = "export/coco_instances.json"
 
 
 class AnnotationError(ValueError):

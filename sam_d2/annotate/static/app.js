@@ -19,8 +19,30 @@ let edit = null;
 window.samLatencies = [];
 
 // ------------------------------------------------------------------ masks
+// COCO compressed RLE string -> run lengths (the format of pycocotools' rleToString: 5 bits per
+// character plus a continuation bit, offset by 48; counts after the second are deltas).
+function rleCounts(s) {
+  const counts = [];
+  let p = 0;
+  while (p < s.length) {
+    let x = 0, k = 0, more = 1, c = 0;
+    while (more) {
+      c = s.charCodeAt(p++) - 48;
+      x |= (c & 0x1f) << (5 * k);
+      more = c & 0x20;
+      k++;
+    }
+    if (c & 0x10) x |= -1 << (5 * k);
+    if (counts.length > 2) x += counts[counts.length - 2];
+    counts.push(x);
+  }
+  return counts;
+}
+
+// COCO RLE (compressed or not) -> Uint8Array mask in row-major order.
 function rleDecode(rle) {
   const [h, w] = rle.size;
+  if (typeof rle.counts === "string") rle = { size: rle.size, counts: rleCounts(rle.counts) };
   const out = new Uint8Array(h * w);
   let pos = 0;
   rle.counts.forEach((n, i) => {
@@ -247,7 +269,8 @@ async function accept() {
     const a = app.anns.find((x) => x.id === edit.annId);
     const body = { accepted: true, add_time_s: seconds, category: category() };
     if (edit.brushed) body.mask = mask;
-    const prev = { accepted: a.accepted, mask: a.mask, category: a.category };
+    const prev = { accepted: a.accepted, category: a.category };
+    if (edit.brushed) prev.mask = rleEncode(a.dense, app.height, app.width);
     saved = await api("PUT", imageUrl(app.current, `/annotations/${a.id}`), body);
     record({
       undo: async () => { replaceAnn(await api("PUT", imageUrl(app.current, `/annotations/${a.id}`), prev)); restore(before); },
@@ -273,14 +296,14 @@ async function accept() {
   refreshAfterSave();
 }
 
-function addAnn(a) { a.dense = rleDecode(a.mask); app.anns.push(a); }
-function replaceAnn(a) { a.dense = rleDecode(a.mask); app.anns = app.anns.map((x) => (x.id === a.id ? a : x)); }
+function addAnn(a) { a.dense = rleDecode(a.segmentation); app.anns.push(a); }
+function replaceAnn(a) { a.dense = rleDecode(a.segmentation); app.anns = app.anns.map((x) => (x.id === a.id ? a : x)); }
 
 async function deleteSelected() {
   const a = app.anns.find((x) => x.id === app.selected);
   if (!a) { status("select an object first"); return; }
   const ref = { id: a.id };
-  const body = { mask: a.mask, source: a.source === "prefill" ? "edited" : a.source, category: a.category,
+  const body = { mask: rleEncode(a.dense, app.height, app.width), source: a.source === "prefill" ? "edited" : a.source, category: a.category,
     time_s: a.time_s, prompts: a.prompts, predicted_iou: a.predicted_iou, stability_score: a.stability_score,
     model: a.model && a.model.id };
   await api("DELETE", imageUrl(app.current, `/annotations/${a.id}`));
@@ -370,7 +393,7 @@ async function refreshState() {
 
 async function loadAnns() {
   const rec = await api("GET", imageUrl(app.current, ""));
-  app.anns = rec.annotations; app.anns.forEach((a) => { a.dense = rleDecode(a.mask); });
+  app.anns = rec.annotations; app.anns.forEach((a) => { a.dense = rleDecode(a.segmentation); });
   renderAnns(); updateObjects(); draw();
 }
 
