@@ -6,6 +6,7 @@ setup(
     version="0.1.0",
     description="Segment Anything (SAM) as a first-class Detectron2 plugin",
     packages=find_packages(include=["sam_d2", "sam_d2.*", "sam_d2_onnx"]),
+    package_data={"sam_d2.annotate": ["static/*"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
@@ -27,8 +28,12 @@ setup(
         "onnx",
         "onnxscript",
         "onnxruntime",
+        # the annotation app (sam_d2/annotate, tools/annotate.py)
+        "fastapi",
+        "uvicorn",
     ],
     extras_require={
-        "dev": ["pytest", "segment-anything==1.0", "ruff"],
+        # httpx: FastAPI's TestClient; playwright: the annotation browser test (system chromium)
+        "dev": ["pytest", "segment-anything==1.0", "ruff", "httpx", "playwright"],
     },
 )

@@ -36,4 +36,15 @@ elif ! "$VENV/bin/python" -c "import detectron2.modeling.backbone.vit" 2>/dev/nu
 fi
 
 "${PIP[@]}" install -q -e ".[dev]"
+
+# Headless Chromium for the annotation app's browser test: Playwright drives the system browser
+# (its own browser download is unreachable offline). Needs root; the test skips without it.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -q && apt-get install -y -q chromium
+  else
+    echo "note: no chromium; tests/test_annotate_browser.py will skip" \
+      "(as root: apt-get install -y chromium)" >&2
+  fi
+fi
 "$VENV/bin/python" -c "import detectron2, sam_d2, torch; print('sam_d2 ready: torch', torch.__version__, '| detectron2', detectron2.__version__)"
