@@ -1,228 +1,263 @@
 #!/usr/bin/env python
-"""Segment everything in a set of images with SAM's automatic mask generator.
+"""Segment everything in a set of images with SAM's automatic generator (SA-1B's full-auto stage).
 
-    python tools/automatic_masks.py photos/ more/*.jpg one.png --output out/ \\
-        --variant vit_h --checkpoint sam_vit_h_4b8939.pth --device cuda --overlay
-    python tools/automatic_masks.py photos/ --output out/ \\
-        --config-file configs/sam_proposals_lvis.yaml --opts MODEL.WEIGHTS sam_vit_h_4b8939.pth
+    python tools/automatic_masks.py photos/ --output masks/ \\
+        --config-file configs/sa1b_auto.yaml --checkpoint sam_vit_h_4b8939.pth --num-gpus 8
+    python tools/automatic_masks.py photos/ more/*.jpg one.png --output masks/ \\
+        --variant vit_b --checkpoint sam_vit_b_01ec64.pth --device cpu --overlay
 
-Inputs are image files, folders (their images, sorted; ``--recursive`` descends) or glob
-patterns. Every image gets ``<output>/<name>.json`` in the SA-1B layout::
+Inputs are image files, folders (their images, sorted; --recursive descends) or glob patterns.
+Every image gets <output>/<name>.json in the SA-1B layout (one JSON per image):
 
-    {"image": {"file_name", "height", "width"},
-     "annotations": [{"id", "segmentation": COCO RLE (counts as str), "area", "bbox" (XYWH),
-                      "predicted_iou", "stability_score", "point_coords", "crop_box"}, ...]}
+    {"image": {"image_id", "width", "height", "file_name"},
+     "annotations": [{"id", "segmentation": COCO RLE (counts as str), "bbox" (XYWH), "area",
+                      "predicted_iou", "stability_score", "crop_box", "point_coords"}, ...]}
 
-and with ``--overlay`` a ``<name>_overlay.png`` with the masks painted over the image.
-Grayscale, RGBA and 16-bit images are converted to RGB (``sam_d2.data.image_io``); images of any
-size are fine (SAM resizes every crop to its input size; masks come back at full resolution).
-Generator settings come from ``SAM_AUTO`` of ``--config-file`` (or the official defaults without
-one); the ``--points-per-side`` ... flags override them. Unreadable images are reported by name
-and skipped; the exit status is then 1.
+<name> and "file_name" are the image's path relative to the folder (or glob base) that named it;
+"image_id" numbers the sorted image list from 1. With --overlay, <output>/overlays/<name>.png shows
+the masks. Writing the JSON into the image folder itself (--output = the input folder) gives
+SA-1B's own layout, sa_1.jpg beside sa_1.json.
+
+Scale: the images are shared out over every process of Detectron2's launch (--num-gpus per
+machine, --num-machines, --machine-rank, --dist-url; on CPU, --num-gpus counts processes), always
+the same way. Rerunning the same command resumes: finished images are skipped, and files are only
+ever renamed into place, so a killed job never leaves half a file. A run with other settings or
+images into the same --output is refused. Multi-machine runs need --output on a shared file system.
+
+Generator settings come from SAM_AUTO of --config-file (configs/sa1b_auto.yaml: the paper's SA-1B
+setting), or the official defaults without one; the --points-per-side ... flags override them.
+Unreadable images are reported by name and skipped (exit status 1). Bad arguments, a missing or
+unfitting checkpoint or output folder stop the run with one line and exit status 2.
 """
 
 import argparse
-import glob
-import json
-import logging
 import os
 import sys
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+import tempfile
+import warnings
+from typing import List, Optional, Sequence
 
-import numpy as np
-import torch
-from PIL import Image
-from tqdm import tqdm
+# fvcore (imported by Detectron2) scripts a function at import time; keep the deprecation notice
+# out of every run's output.
+warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
 
-from sam_d2.automatic.generator import AutomaticMaskGenerator
-from sam_d2.automatic.mask_set import MaskSet
-from sam_d2.data.image_io import read_image_rgb
+import torch  # noqa: E402
+from detectron2.config import CfgNode, get_cfg  # noqa: E402
+from detectron2.engine import launch  # noqa: E402
+from torch.multiprocessing import ProcessExitedException  # noqa: E402
 
-logger = logging.getLogger("automatic_masks")
+import sam_d2  # noqa: E402, F401  (registers the meta-architectures)
+from sam_d2.config import add_sam_config  # noqa: E402
+from sam_d2.engine.automatic_stage import (  # noqa: E402
+    OVERLAY_DIR,
+    STATE_DIR,
+    StageError,
+    StageJob,
+    collect_images,
+    generator_kwargs,
+    read_reports,
+    setup_logging,
+    stage_worker,
+)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+PROG = "automatic_masks.py"
+VARIANTS = ("vit_b", "vit_l", "vit_h")
+DEFAULT_VARIANT = "vit_h"
 
-# CLI flag -> AutomaticMaskGenerator argument (all optional overrides).
+# Flag -> (SAM_AUTO key, type, what it does).
 GENERATOR_FLAGS = {
-    "points_per_side": int,
-    "points_per_batch": int,
-    "pred_iou_thresh": float,
-    "stability_score_thresh": float,
-    "stability_score_offset": float,
-    "box_nms_thresh": float,
-    "crop_n_layers": int,
-    "crop_nms_thresh": float,
-    "crop_overlap_ratio": float,
-    "crop_n_points_downscale_factor": int,
-    "min_mask_region_area": int,
-    "max_mask_area_ratio": float,
-    "encoder_batch_size": int,
+    "points_per_side": (int, "grid points per image side on the whole image"),
+    "points_per_batch": (int, "point prompts decoded at once"),
+    "pred_iou_thresh": (float, "keep masks whose predicted IoU is above this (0: off)"),
+    "stability_score_thresh": (float, "keep masks whose stability reaches this (0: off)"),
+    "stability_score_offset": (float, "logit offset of the stability score"),
+    "box_nms_thresh": (float, "box IoU of the NMS within a crop"),
+    "crop_n_layers": (int, "crop layers after the whole image (layer k: 2**k x 2**k crops)"),
+    "crop_nms_thresh": (float, "box IoU of the NMS across crops"),
+    "crop_overlap_ratio": (float, "overlap of layer-1 crops, fraction of the short side"),
+    "crop_n_points_downscale_factor": (int, "layer k uses points-per-side / factor**k"),
+    "min_mask_region_area": (int, "fill holes / remove islands below this many pixels (0: off)"),
+    "max_mask_area_ratio": (float, "drop masks covering at least this image fraction (0: off)"),
+    "encoder_batch_size": (int, "crops embedded per encoder call"),
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    p.add_argument("--output", required=True, help="folder for the JSON (and overlay) files")
-    p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
-    p.add_argument("--config-file", default="", help="sam_d2 yacs config (model + SAM_AUTO)")
-    p.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE"
+    """Command-line arguments; every option's help states its default."""
+    defaults = get_cfg()
+    add_sam_config(defaults)
+    p = OneLineParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--variant", default="vit_h", help="vit_b | vit_l | vit_h (without a config)")
-    p.add_argument("--checkpoint", default="", help="SAM weights (official .pth or sam_d2)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png")
-    for name, kind in GENERATOR_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--output", required=True, help="folder of the JSON files (created)")
+    p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    p.add_argument(
+        "--config-file", default="", help="sam_d2 config: model and SAM_AUTO (default: none)"
+    )
+    p.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ..."
+    )
+    p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        help=f"SAM encoder (default: MODEL.SAM.VARIANT of --config-file, else {DEFAULT_VARIANT})",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="",
+        help="SAM weights, official .pth or sam_d2 (default: MODEL.WEIGHTS of --config-file, "
+        "else none: random weights)",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
+    p.add_argument(
+        "--overlay", action="store_true", help=f"also write <output>/{OVERLAY_DIR}/<name>.png"
+    )
+    p.add_argument("--num-gpus", type=int, default=1, help="processes per machine (default: 1)")
+    p.add_argument("--num-machines", type=int, default=1, help="machines (default: 1)")
+    p.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (default: 0)")
+    p.add_argument(
+        "--dist-url",
+        default="auto",
+        help="tcp://HOST:PORT of machine 0 (default: auto, a free local port; one machine only)",
+    )
+    p.add_argument(
+        "--log-period",
+        type=float,
+        default=30.0,
+        help="seconds between progress lines (default: 30)",
+    )
+    group = p.add_argument_group(
+        "generator settings (default: SAM_AUTO of --config-file, else the value shown)"
+    )
+    for name, (kind, what) in GENERATOR_FLAGS.items():
+        default = defaults.SAM_AUTO[name.upper()]
+        group.add_argument(
+            "--" + name.replace("_", "-"), type=kind, help=f"{what} (default: {default:g})"
+        )
     return p.parse_args(argv)
 
 
-def collect_images(inputs: Sequence[str], recursive: bool = False) -> List[Path]:
-    """Image paths named by files, folders and glob patterns (deduplicated, in input order).
+def _config(args: argparse.Namespace) -> CfgNode:
+    """The run's config: --config-file and --opts, then the flags on top."""
+    cfg = get_cfg()
+    add_sam_config(cfg)
+    if args.config_file:
+        if not os.path.isfile(args.config_file):
+            raise StageError(f"--config-file {args.config_file}: no such file")
+        try:
+            cfg.merge_from_file(args.config_file)
+        except Exception as e:  # yacs / yaml raise KeyError, ValueError, AssertionError, ...
+            raise StageError(f"{args.config_file}: {_reason(e)}") from e
+    else:
+        cfg.MODEL.META_ARCHITECTURE = "PromptableSam"
+        cfg.MODEL.SAM.VARIANT = DEFAULT_VARIANT
+    try:
+        cfg.merge_from_list(args.opts)
+    except Exception as e:
+        raise StageError(f"--opts: {_reason(e)}") from e
+    if args.variant:
+        cfg.MODEL.SAM.VARIANT = args.variant
+    if cfg.MODEL.SAM.VARIANT not in VARIANTS + ("custom",):
+        raise StageError(
+            f"unknown SAM variant {cfg.MODEL.SAM.VARIANT!r}; known: {', '.join(VARIANTS)}, custom"
+        )
+    if args.checkpoint:
+        cfg.MODEL.WEIGHTS = args.checkpoint
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        raise StageError(f"{weights}: checkpoint file not found")
+    for name in GENERATOR_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            cfg.SAM_AUTO[name.upper()] = value
+    cfg.MODEL.DEVICE = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    generator_kwargs(cfg)  # validates the settings
+    cfg.freeze()
+    return cfg
+
+
+def _reason(e: Exception) -> str:
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e) or type(e).__name__
+
+
+def _check_launch(args: argparse.Namespace, device: str) -> None:
+    if args.num_gpus < 1 or args.num_machines < 1:
+        raise StageError("--num-gpus and --num-machines must be >= 1")
+    if not 0 <= args.machine_rank < args.num_machines:
+        raise StageError(f"--machine-rank must be in [0, {args.num_machines - 1}]")
+    if args.num_machines > 1 and args.dist_url == "auto":
+        raise StageError("--dist-url auto works on one machine; give tcp://HOST:PORT of machine 0")
+    if args.log_period <= 0:
+        raise StageError("--log-period must be > 0")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise StageError("--device cuda: no CUDA device is available here; use --device cpu")
+        if args.num_gpus > torch.cuda.device_count():
+            raise StageError(
+                f"--num-gpus {args.num_gpus}: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+
+
+def _make_output(output: str) -> None:
+    try:
+        os.makedirs(output, exist_ok=True)
+    except OSError as e:
+        raise StageError(f"--output {output}: cannot create the folder ({e.strerror})") from e
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise StageError(f"--output {output}: the folder is not writable")
+
+
+def prepare(args: argparse.Namespace) -> StageJob:
+    """Check every argument and build the job, before any process starts.
 
     Raises:
-        FileNotFoundError: an input matches nothing.
+        StageError: with the one line to show.
     """
-    found: List[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            matches = sorted(
-                f for f in path.glob(pattern) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not matches:
-                raise FileNotFoundError(
-                    f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})"
-                )
-        elif path.is_file():
-            matches = [path]
-        else:
-            matches = sorted(
-                Path(f) for f in glob.glob(item, recursive=recursive) if os.path.isfile(f)
-            )
-            if not matches:
-                raise FileNotFoundError(f"{item}: no such file, folder or matching glob pattern")
-        found.extend(matches)
-    unique, seen = [], set()
-    for f in found:
-        key = f.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    return unique
-
-
-def output_names(paths: Sequence[Path]) -> List[str]:
-    """Output stems, unique even when two inputs share a file name (``name``, ``name_1``, ...)."""
-    names, used = [], set()
-    for p in paths:
-        name, k = p.stem, 0
-        while name in used:
-            k += 1
-            name = f"{p.stem}_{k}"
-        used.add(name)
-        names.append(name)
-    return names
-
-
-def build_generator(args: argparse.Namespace) -> AutomaticMaskGenerator:
-    """Model + generator from ``--config-file`` or ``--variant``/``--checkpoint``."""
-    overrides = {k: getattr(args, k) for k in GENERATOR_FLAGS if getattr(args, k) is not None}
-    if args.config_file:
-        from detectron2.config import get_cfg
-        from detectron2.modeling import build_model
-
-        import sam_d2  # noqa: F401  (registers the meta-architectures)
-        from sam_d2.checkpoint import SamCheckpointer
-        from sam_d2.config import add_sam_config
-        from sam_d2.modeling.meta_arch.proposals import generator_kwargs_from_cfg
-
-        cfg = get_cfg()
-        add_sam_config(cfg)
-        cfg.merge_from_file(args.config_file)
-        cfg.merge_from_list(args.opts)
-        cfg.MODEL.DEVICE = args.device
-        cfg.freeze()
-        model = build_model(cfg)
-        weights = args.checkpoint or cfg.MODEL.WEIGHTS
-        if weights:
-            SamCheckpointer(model).load(weights)
-        kwargs = generator_kwargs_from_cfg(cfg)
-    else:
-        from sam_d2 import build_sam
-
-        weights = args.checkpoint
-        model = build_sam(args.variant, weights or None).to(args.device)
-        kwargs = {}
-    if not weights:
-        logger.warning("no checkpoint given: SAM has random weights, its masks are meaningless")
-    kwargs.update(overrides)
-    kwargs["output_mode"] = "coco_rle"
-    return AutomaticMaskGenerator(model.eval(), **kwargs)
-
-
-def sa1b_record(path: Path, image: np.ndarray, masks: MaskSet) -> Dict[str, Any]:
-    """The SA-1B style JSON document of one image."""
-    annotations = masks.to_records("coco_rle")
-    for i, ann in enumerate(annotations):
-        ann["id"] = i
-    return {
-        "image": {"file_name": str(path), "height": image.shape[0], "width": image.shape[1]},
-        "annotations": annotations,
-    }
-
-
-def overlay(image: np.ndarray, masks: MaskSet, alpha: float = 0.5, chunk: int = 16) -> np.ndarray:
-    """The image with every mask painted in a random colour, largest first (small on top)."""
-    out = image.astype(np.float32)
-    rng = np.random.default_rng(0)
-    colors = rng.integers(0, 256, size=(len(masks), 3)).astype(np.float32)
-    order = torch.argsort(masks.areas, descending=True, stable=True)
-    for start in range(0, len(order), chunk):
-        idx = order[start : start + chunk]
-        dense = masks.rles.decode(idx).cpu().numpy()
-        for mask, color in zip(dense, colors[idx.cpu().numpy()]):
-            out[mask] = (1 - alpha) * out[mask] + alpha * color
-    return out.round().clip(0, 255).astype(np.uint8)
+    cfg = _config(args)
+    _check_launch(args, cfg.MODEL.DEVICE)
+    if os.path.isfile(args.output):
+        raise StageError(f"--output {args.output} is a file; give a folder")
+    exclude = [os.path.join(args.output, d) for d in (STATE_DIR, OVERLAY_DIR)]
+    items = collect_images(args.inputs, args.recursive, exclude)
+    _make_output(args.output)
+    return StageJob(cfg, items, args.output, args.overlay, args.log_period)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """Run the tool; returns the exit status (0 done, 1 unreadable images, 2 bad input)."""
     args = parse_args(argv)
     try:
-        paths = collect_images(args.inputs, args.recursive)
-    except FileNotFoundError as e:
-        logger.error("%s", e)
+        job = prepare(args)
+    except StageError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
-    # Local files of any size are welcome: SAM resizes each crop, and masks stay RLE-compressed.
-    Image.MAX_IMAGE_PIXELS = None
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    generator = build_generator(args)
-    failed: List[Tuple[Path, str]] = []
-    for path, name in tqdm(list(zip(paths, output_names(paths))), desc="images", unit="img"):
+    setup_logging()
+    with tempfile.TemporaryDirectory(prefix="automatic_masks-") as report_dir:
+        job.report_dir = report_dir
         try:
-            image = read_image_rgb(path)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            logger.error("cannot read image %s: %s", path, e)
-            failed.append((path, str(e)))
-            continue
-        masks = generator.generate_mask_sets([image])[0]
-        with open(out_dir / f"{name}.json", "w") as f:
-            json.dump(sa1b_record(path, image, masks), f)
-        if args.overlay:
-            Image.fromarray(overlay(image, masks)).save(out_dir / f"{name}_overlay.png")
-    done = len(paths) - len(failed)
-    logger.info("wrote masks of %d image(s) to %s", done, out_dir)
-    if failed:
-        logger.error(
-            "%d image(s) could not be read: %s", len(failed), ", ".join(str(p) for p, _ in failed)
-        )
-        return 1
-    return 0
+            launch(
+                stage_worker,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(job,),
+            )
+        except (SystemExit, ProcessExitedException):
+            pass  # the processes left their reason in report_dir
+        errors, status = read_reports(report_dir)
+    lines: List[str] = errors or ([] if status is not None else ["a process stopped early"])
+    for line in lines:
+        print(f"{PROG}: error: {line}", file=sys.stderr)
+    return 2 if errors else 1 if status is None else status
 
 
 if __name__ == "__main__":
