@@ -5,7 +5,9 @@
 
 Each ground-truth ``<id>.mat`` of ``--gt`` needs a prediction ``<id>.png`` in ``--pred``: a
 single-channel 8- or 16-bit PNG at the image's original size, read as value / 255 or / 65535.
-The full benchmark (200 images, 99 thresholds) takes hours on one core; use ``--workers``.
+The matching is exact and deterministic (see ``sam_d2/evaluation/bsds/matching.py``); the full
+benchmark (200 images, 99 thresholds) takes minutes per core; ``--workers`` spreads the images over
+processes.
 """
 
 import argparse
@@ -19,10 +21,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from sam_d2.evaluation.bsds_edges import (
+from sam_d2.evaluation.bsds import (
     BSDS_MAX_DIST,
     BSDS_NUM_THRESHOLDS,
     bsds_thresholds,
+    check_plot_path,
     edge_counts_from_file,
     save_pr_curve,
     summarize_edge_counts,
@@ -93,22 +96,63 @@ def _run(jobs: Sequence[tuple], workers: int) -> Iterator[np.ndarray]:
         yield from pool.map(_score, jobs)
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except for required arguments and empty or off defaults."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        default = action.default
+        if action.required or default is None or default is False or default == "":
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("--pred", required=True, type=Path, help="folder of <id>.png edge maps")
     parser.add_argument("--gt", required=True, type=Path, help="BSDS groundTruth/<split> folder")
-    parser.add_argument("--out", required=True, type=Path, help="precision-recall plot to write")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="precision-recall plot to write (.png, .pdf, ...)"
+    )
     parser.add_argument("--label", default="", help="method name for the plot legend")
     parser.add_argument(
-        "--thresholds", type=int, default=BSDS_NUM_THRESHOLDS, help="number of thresholds"
+        "--thresholds", type=_positive_int, default=BSDS_NUM_THRESHOLDS, help="number of thresholds"
     )
     parser.add_argument(
-        "--max-dist", type=float, default=BSDS_MAX_DIST, help="match tolerance / image diagonal"
+        "--max-dist",
+        type=_positive_float,
+        default=BSDS_MAX_DIST,
+        help="match tolerance / image diagonal",
     )
     parser.add_argument(
         "--no-thin", action="store_true", help="do not thin binarised predictions (non-standard)"
     )
-    parser.add_argument("--workers", type=int, default=0, help="worker processes (0: none)")
+    parser.add_argument(
+        "--workers", type=_non_negative_int, default=0, help="worker processes (0: match here)"
+    )
     return parser.parse_args(argv)
 
 
@@ -117,6 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        check_plot_path(str(args.out))  # before the matching, not after
         pairs = pair_files(args.pred, args.gt)
         thresholds = bsds_thresholds(args.thresholds)
         jobs = [(pred, gt, thresholds, args.max_dist, not args.no_thin) for _, pred, gt in pairs]
@@ -134,7 +179,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"  OIS {result.ois:.4f}  (P {result.ois_precision:.4f}, R {result.ois_recall:.4f})")
     print(f"  AP  {result.ap:.4f}")
     print(f"  R50 {result.r50:.4f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     save_pr_curve(result, str(args.out), args.label)
     print(f"precision-recall curve written to {args.out}")
     return result.metrics()

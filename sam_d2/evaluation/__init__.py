@@ -1,6 +1,6 @@
 """Evaluators (Detectron2 ``DatasetEvaluator``s) for SAM's zero-shot benchmarks."""
 
-from .bsds_edges import (
+from .bsds import (
     BSDSEdgeEvaluator,
     EdgeBenchmarkResult,
     bsds_thresholds,

@@ -28,7 +28,7 @@ def _lvis_mask_ar(cfg: CfgNode, name: str, out: str) -> DatasetEvaluator:
 
 
 def _bsds(cfg: CfgNode, name: str, out: str) -> DatasetEvaluator:
-    from .bsds_edges import BSDSEdgeEvaluator
+    from .bsds import BSDSEdgeEvaluator
 
     e = cfg.TEST.EDGES
     return BSDSEdgeEvaluator(
