@@ -16,7 +16,6 @@ from pycocotools import mask as mask_utils
 from sam_reference import reference_sam
 
 import sam_d2
-from sam_d2.automatic.benchmark import benchmark_amg
 from sam_d2.automatic.generator import AutomaticMaskGenerator
 from sam_d2.automatic.grid import crop_boxes, layer_point_grids, point_grid
 from sam_d2.automatic.masks import (
@@ -252,6 +251,62 @@ def test_bad_arguments_raise(models):
         AutomaticMaskGenerator(
             model, points_per_side=None, point_grids=[point_grid(4)], crop_n_layers=1
         )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(box_nms_thresh=1.5), r"box_nms_thresh must lie in \[0.0, 1.0\], got 1.5"),
+        (dict(points_per_side=4.5), "points_per_side must be an integer >= 1, got 4.5"),
+        (dict(points_per_side=0), "points_per_side must be an integer >= 1, got 0"),
+        (dict(points_per_side=True), "points_per_side must be an integer"),
+        (dict(points_per_batch="64"), "points_per_batch must be an integer >= 1, got '64'"),
+        (dict(pred_iou_thresh="high"), "pred_iou_thresh must be a finite number, got 'high'"),
+        (dict(stability_score_thresh=float("nan")), "stability_score_thresh must be a finite"),
+        (dict(crop_nms_thresh=-0.1), "crop_nms_thresh must lie in"),
+        (dict(crop_n_layers=-1), "crop_n_layers must be an integer >= 0"),
+        (dict(crop_overlap_ratio=2.0), "crop_overlap_ratio must lie in"),
+        (dict(min_mask_region_area=1.5), "min_mask_region_area must be an integer"),
+        (dict(max_mask_area_ratio=0), None),  # 0 is allowed (the filter is then off)
+        (dict(max_mask_area_ratio=1.2), "max_mask_area_ratio must lie in"),
+        (dict(encoder_batch_size=0), "encoder_batch_size must be an integer >= 1"),
+        (dict(keep_low_res_logits="no"), "keep_low_res_logits must be True or False"),
+        (dict(points_per_side=None, point_grids=[[[0.5, 2.0]]]), r"point_grids\[0\] must hold"),
+        (dict(points_per_side=None, point_grids=[np.zeros((3, 3))]), r"point_grids\[0\] must"),
+    ],
+)
+def test_bad_argument_values_raise_one_line(models, kwargs, message):
+    if message is None:
+        AutomaticMaskGenerator(models[0], **kwargs)
+        return
+    with pytest.raises(ValueError, match=message) as err:
+        AutomaticMaskGenerator(models[0], **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_official_positional_arguments(models):
+    """The official constructor's positional order (segment_anything 1.0) is accepted as is."""
+    args = (4, 16, 0.5, 0.6, 0.9, 0.8, 1, 0.65, 0.25, 2, None, 7, "coco_rle")
+    gen = AutomaticMaskGenerator(models[0], *args)
+    ref = SamAutomaticMaskGenerator(models[1], *args)
+    for name in (
+        "points_per_batch",
+        "pred_iou_thresh",
+        "stability_score_thresh",
+        "stability_score_offset",
+        "box_nms_thresh",
+        "crop_n_layers",
+        "crop_nms_thresh",
+        "crop_overlap_ratio",
+        "crop_n_points_downscale_factor",
+        "min_mask_region_area",
+        "output_mode",
+    ):
+        assert getattr(gen, name) == getattr(ref, name), name
+    for ours, theirs in zip(gen.point_grids, ref.point_grids):
+        np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(TypeError):
+        AutomaticMaskGenerator(models[0], *args, 0.9)  # the extras are keyword-only
 
 
 # ---------------------------------------------------------------------------------- grids
@@ -498,20 +553,3 @@ def test_automatic_masks_tool(models, image, tmp_path, monkeypatch):
     assert tool.output_names([Path("a/x.jpg"), Path("b/x.png")]) == ["x", "x_1"]
     with pytest.raises(FileNotFoundError, match="nothing_here"):
         tool.collect_images([str(tmp_path / "nothing_here*.jpg")])
-
-
-def test_benchmark_amg_reports_both(models, image):
-    ours, ref = models
-    kwargs = dict(points_per_side=2)
-    result = benchmark_amg(
-        AutomaticMaskGenerator(ours, **kwargs),
-        SamAutomaticMaskGenerator(ref, **kwargs),
-        image,
-        repeats=1,
-        warmup=0,
-    )
-    assert result["ours_s_per_image"] > 0 and result["reference_s_per_image"] > 0
-    assert result["speedup"] == pytest.approx(
-        result["reference_s_per_image"] / result["ours_s_per_image"]
-    )
-    assert result["ours"]["num_masks"] == result["reference"]["num_masks"]

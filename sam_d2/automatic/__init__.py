@@ -1,6 +1,5 @@
 """SAM's automatic mask generation (the SA-1B data engine's fully automatic stage)."""
 
-from .benchmark import benchmark_amg, time_generate
 from .generator import AutomaticMaskGenerator, check_image
 from .grid import crop_boxes, layer_point_grids, point_grid
 from .mask_set import OUTPUT_MODES, MaskSet
@@ -9,7 +8,6 @@ from .rle import PackedRle, coco_to_mask, mask_to_rle, rle_area, rle_to_coco, rl
 
 __all__ = [
     "AutomaticMaskGenerator",
-    "benchmark_amg",
     "check_image",
     "clean_mask",
     "coco_to_mask",
@@ -26,5 +24,4 @@ __all__ = [
     "rle_to_coco",
     "rle_to_mask",
     "stability_score",
-    "time_generate",
 ]

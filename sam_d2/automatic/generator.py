@@ -16,6 +16,7 @@ IoU filter, ``points_per_batch`` at a time, and several crops / images share one
 """
 
 import logging
+import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -75,27 +76,27 @@ class AutomaticMaskGenerator:
         self,
         model: Sam,
         points_per_side: Optional[int] = 32,
-        *,
-        point_grids: Optional[Sequence[np.ndarray]] = None,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
         stability_score_thresh: float = 0.95,
         stability_score_offset: float = 1.0,
         box_nms_thresh: float = 0.7,
-        min_mask_region_area: int = 0,
-        max_mask_area_ratio: Optional[float] = None,
         crop_n_layers: int = 0,
         crop_nms_thresh: float = 0.7,
         crop_overlap_ratio: float = 512 / 1500,
         crop_n_points_downscale_factor: int = 1,
+        point_grids: Optional[Sequence[np.ndarray]] = None,
+        min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        *,
+        max_mask_area_ratio: Optional[float] = None,
         encoder_batch_size: int = 1,
         keep_low_res_logits: bool = False,
     ) -> None:
         """
-        Arguments and defaults are the official generator's, plus ``max_mask_area_ratio``,
-        ``encoder_batch_size`` and ``keep_low_res_logits``; all but ``model`` and
-        ``points_per_side`` are keyword-only.
+        Arguments, their order and defaults are the official generator's, followed by the
+        keyword-only ``max_mask_area_ratio``, ``encoder_batch_size`` and ``keep_low_res_logits``.
+        A value of the wrong type or out of range raises ``ValueError`` naming the argument.
 
         Args:
             model: a :class:`~sam_d2.modeling.sam.Sam` (e.g. from :func:`sam_d2.build_sam`).
@@ -126,8 +127,9 @@ class AutomaticMaskGenerator:
         """
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
+        crop_n_layers = _integer("crop_n_layers", crop_n_layers, 0)
         if point_grids is not None:
-            grids = [np.asarray(g, dtype=np.float64).reshape(-1, 2) for g in point_grids]
+            grids = [_point_grid("point_grids", k, g) for k, g in enumerate(point_grids)]
             if len(grids) < crop_n_layers + 1:
                 raise ValueError(
                     f"{len(grids)} point grids for {crop_n_layers + 1} layers (crop_n_layers + 1)"
@@ -135,26 +137,34 @@ class AutomaticMaskGenerator:
             self.point_grids = grids
         else:
             self.point_grids = layer_point_grids(
-                points_per_side, crop_n_layers, crop_n_points_downscale_factor
+                _integer("points_per_side", points_per_side, 1),
+                crop_n_layers,
+                _integer("crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1),
             )
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
-        if points_per_batch < 1 or encoder_batch_size < 1:
-            raise ValueError("points_per_batch and encoder_batch_size must be >= 1")
+        if max_mask_area_ratio is not None:
+            max_mask_area_ratio = _real("max_mask_area_ratio", max_mask_area_ratio, 0.0, 1.0)
+        if not isinstance(keep_low_res_logits, (bool, np.bool_)):
+            raise ValueError(
+                f"keep_low_res_logits must be True or False, got {keep_low_res_logits!r}"
+            )
         self.model = model
-        self.points_per_batch = int(points_per_batch)
-        self.pred_iou_thresh = float(pred_iou_thresh)
-        self.stability_score_thresh = float(stability_score_thresh)
-        self.stability_score_offset = float(stability_score_offset)
-        self.box_nms_thresh = float(box_nms_thresh)
-        self.crop_n_layers = int(crop_n_layers)
-        self.crop_nms_thresh = float(crop_nms_thresh)
-        self.crop_overlap_ratio = float(crop_overlap_ratio)
-        self.crop_n_points_downscale_factor = int(crop_n_points_downscale_factor)
-        self.min_mask_region_area = int(min_mask_region_area)
+        self.points_per_batch = _integer("points_per_batch", points_per_batch, 1)
+        self.pred_iou_thresh = _real("pred_iou_thresh", pred_iou_thresh)
+        self.stability_score_thresh = _real("stability_score_thresh", stability_score_thresh)
+        self.stability_score_offset = _real("stability_score_offset", stability_score_offset, 0.0)
+        self.box_nms_thresh = _real("box_nms_thresh", box_nms_thresh, 0.0, 1.0)
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = _real("crop_nms_thresh", crop_nms_thresh, 0.0, 1.0)
+        self.crop_overlap_ratio = _real("crop_overlap_ratio", crop_overlap_ratio, 0.0, 1.0)
+        self.crop_n_points_downscale_factor = _integer(
+            "crop_n_points_downscale_factor", crop_n_points_downscale_factor, 1
+        )
+        self.min_mask_region_area = _integer("min_mask_region_area", min_mask_region_area, 0)
         self.output_mode = output_mode
         self.max_mask_area_ratio = max_mask_area_ratio
-        self.encoder_batch_size = int(encoder_batch_size)
+        self.encoder_batch_size = _integer("encoder_batch_size", encoder_batch_size, 1)
         self.keep_low_res_logits = bool(keep_low_res_logits)
         self.resize = ResizeLongestSide(model.img_size)
 
@@ -356,6 +366,38 @@ class AutomaticMaskGenerator:
         )
         thresh = max(self.box_nms_thresh, self.crop_nms_thresh)
         return masks.select(_nms(masks.boxes, unchanged, thresh))
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``; bools, fractions and other types raise ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _real(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a finite float in [low, high]; bools, strings etc. raise ValueError."""
+    ok = isinstance(value, (int, float, np.integer, np.floating))
+    if not ok or isinstance(value, (bool, np.bool_)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
+    return float(value)
+
+
+def _point_grid(name: str, layer: int, grid: Any) -> np.ndarray:
+    """A normalised (P, 2) point grid with coordinates in [0, 1], as float64."""
+    try:
+        arr = np.asarray(grid, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}[{layer}] must be a (P, 2) array of numbers") from None
+    if arr.ndim != 2 or arr.shape[1] != 2 or len(arr) == 0:
+        raise ValueError(f"{name}[{layer}] must have shape (P, 2) with P >= 1, got {arr.shape}")
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"{name}[{layer}] must hold normalised (x, y) in [0, 1]")
+    return arr
 
 
 def _crop(image: np.ndarray, box: Sequence[int]) -> np.ndarray:
