@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.sparse
+from scipy.ndimage import binary_dilation
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 from skimage.morphology import thin as _bwmorph_thin
 
@@ -82,11 +83,17 @@ class BoundaryMatcher:
         within = dy**2 + dx**2 <= radius_px * radius_px
         self._dy, self._dx = dy[within], dx[within]
         self._cost = np.rint(np.hypot(self._dy, self._dx) * _MULTIPLIER).astype(np.int64)
-        # Ground-truth pixel index on a frame padded by r, so that offsets never leave the array.
+        # Ground-truth pixel index on a frame padded by r (offsets never leave it), flattened;
+        # offsets become flat steps; ``_near`` marks pixels with a ground-truth pixel in range.
         self._pad = r
         self._gt_y, self._gt_x = np.nonzero(gt)
-        self._gt_index = np.full((gt.shape[0] + 2 * r, gt.shape[1] + 2 * r), -1, dtype=np.int64)
-        self._gt_index[self._gt_y + r, self._gt_x + r] = np.arange(len(self._gt_y))
+        padded_width = gt.shape[1] + 2 * r
+        gt_index = np.full((gt.shape[0] + 2 * r, padded_width), -1, dtype=np.int64)
+        gt_index[self._gt_y + r, self._gt_x + r] = np.arange(len(self._gt_y))
+        self._gt_index = gt_index.ravel()
+        self._padded_width = padded_width
+        self._steps = self._dy * padded_width + self._dx
+        self._near = binary_dilation(gt.astype(bool), structure=within)
 
     def __call__(self, pred: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Match ``pred`` to the ground truth.
@@ -97,16 +104,16 @@ class BoundaryMatcher:
         Returns:
             ``(matched_pred, matched_gt)``: (H, W) bool maps of the pixels that found a partner.
         """
-        pred = np.asarray(pred)
+        pred = np.asarray(pred, dtype=bool)
         if pred.shape != self.shape:
             raise ValueError(f"boundary maps differ in shape: {pred.shape} vs {self.shape}")
         matched_pred = np.zeros(self.shape, dtype=bool)
         matched_gt = np.zeros(self.shape, dtype=bool)
-        py, px = np.nonzero(pred)
-        if not len(py) or not len(self._gt_y):
+        py, px = np.nonzero(pred & self._near)  # the others have no partner in range
+        if not len(py):
             return matched_pred, matched_gt
-        p = self._pad
-        partner = self._gt_index[py[:, None] + p + self._dy, px[:, None] + p + self._dx]
+        base = (py + self._pad) * self._padded_width + px + self._pad
+        partner = self._gt_index[base[:, None] + self._steps]
         rows, offset = np.nonzero(partner >= 0)
         if not len(rows):
             return matched_pred, matched_gt
