@@ -25,7 +25,9 @@ __all__ = [
 PRODUCER = "sam_d2"
 KEY_ROLE = "sam_d2.role"  # which part of SAM the file holds (ROLE_*)
 KEY_VARIANT = "sam_d2.variant"  # "vit_b", "vit_l", "vit_h" or "custom"
-KEY_WEIGHTS = "sam_d2.weights"  # fingerprint of the whole model's weights (encoder and decoder agree)
+KEY_WEIGHTS = (
+    "sam_d2.weights"  # fingerprint of the whole model's weights (encoder and decoder agree)
+)
 KEY_IMG_SIZE = "sam_d2.img_size"  # side of the square encoder input, e.g. "1024"
 KEY_EMBED_DIM = "sam_d2.embed_dim"  # channels of the image embedding, e.g. "256"
 KEY_MASK_OUTPUT = "sam_d2.mask_output"  # decoder only: MASK_OUTPUT_*
@@ -41,8 +43,7 @@ MASK_OUTPUT_SINGLE = "single"
 
 
 def describe(meta: Mapping[str, str]) -> str:
-    """A short human-readable summary of a file's metadata, e.g. ``vit_b image_encoder (ab12cd)``."""
+    """A one-line summary of a file's metadata, e.g. ``vit_b image_encoder (weights ab12)``."""
     if KEY_ROLE not in meta:
         return "not a sam_d2 export (no sam_d2 metadata)"
     return f"{meta.get(KEY_VARIANT, '?')} {meta[KEY_ROLE]} (weights {meta.get(KEY_WEIGHTS, '?')})"
-

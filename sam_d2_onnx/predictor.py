@@ -214,7 +214,9 @@ class SamOnnxPredictor:
                 )
             mask, has_mask = mask[None], np.ones(1, np.float32)
         elif coords.shape[1] == 0:
-            raise PromptError("no prompt given: pass point_coords + point_labels, box or mask_input")
+            raise PromptError(
+                "no prompt given: pass point_coords + point_labels, box or mask_input"
+            )
         else:
             mask = np.zeros((1, 1) + self.mask_input_size, np.float32)
             has_mask = np.zeros(1, np.float32)
@@ -295,4 +297,3 @@ class SamOnnxPredictor:
                 f"(x in [0, {w}], y in [0, {h}])"
             )
         return self.transform.apply_coords(xy, self.original_size)
-

@@ -347,7 +347,10 @@ def quantize_decoder(src: Path, dst: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=out_dir))
     try:
         quantize_dynamic(
-            Path(src), tmp / dst.name, per_channel=False, reduce_range=False,
+            Path(src),
+            tmp / dst.name,
+            per_channel=False,
+            reduce_range=False,
             weight_type=QuantType.QUInt8,
         )
         model = onnx.load(tmp / dst.name)
