@@ -8,7 +8,7 @@ from .automatic import AutomaticMaskGenerator
 from .checkpoint import CheckpointError, SamCheckpointer, load_sam_checkpoint
 from .config import add_sam_config
 from .modeling.backbone import build_vitdet_backbone
-from .modeling.build import build_sam, build_sam_image_encoder
+from .modeling.build import build_sam
 from .modeling.meta_arch import (
     PromptableSam,
     SamAutomaticProposals,
@@ -16,6 +16,7 @@ from .modeling.meta_arch import (
     SamClickBenchmark,
     DetectorPromptedSam,
 )
+from .model_registry import SamAutomaticMaskGenerator, sam_model_registry
 from .modeling.sam import Sam
 from .predictor import SamPredictor
 from .prompts import PromptError
@@ -27,13 +28,14 @@ __all__ = [
     "SamClickBenchmark",
     "add_sam_config",
     "build_sam",
-    "build_sam_image_encoder",
     "build_vitdet_backbone",
     "CheckpointError",
     "load_sam_checkpoint",
     "PromptableSam",
     "PromptError",
     "Sam",
+    "SamAutomaticMaskGenerator",
+    "sam_model_registry",
     "SamCheckpointer",
     "SamPredictor",
     "DetectorPromptedSam",

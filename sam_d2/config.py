@@ -23,8 +23,10 @@ def _add_model_config(cfg: CN) -> None:
     # converts images from INPUT.FORMAT to RGB itself.
     _C.MODEL.SAM.PIXEL_MEAN = [123.675, 116.28, 103.53]
     _C.MODEL.SAM.PIXEL_STD = [58.395, 57.12, 57.375]
-    # Checkpoint of the SAM part, loaded after MODEL.WEIGHTS (official sam_vit_*.pth or sam_d2).
-    # Needed when SAM sits beside a detector whose weights MODEL.WEIGHTS holds.
+    # Checkpoint of the SAM part (official sam_vit_*.pth or a sam_d2 checkpoint), loaded into the
+    # SAM when the model is built, so that every loading path (build_model, DefaultPredictor,
+    # train_net) has it; MODEL.WEIGHTS is loaded afterwards. Needed when SAM sits beside a
+    # detector whose weights MODEL.WEIGHTS holds.
     _C.MODEL.SAM.WEIGHTS = ""
     # Encoder preset: "vit_b", "vit_l", "vit_h" (the official models), or "custom" to build the
     # encoder from MODEL.SAM.ENCODER below (tiny models for tests, new sizes).
@@ -76,6 +78,30 @@ def _add_model_config(cfg: CN) -> None:
     # Box corner noise: std as a fraction of the box side, capped at BOX_NOISE_MAX pixels.
     _C.MODEL.SAM.TRAIN.BOX_NOISE_STD = 0.1
     _C.MODEL.SAM.TRAIN.BOX_NOISE_MAX = 20.0
+    # --- Interactive training simulation (sam_d2.modeling.interactive_training; SAM paper
+    # appendix A). BOX_PROMPT_PROB above is the per-mask probability that the first prompt is
+    # the noisy box (else one point drawn uniformly in the mask).
+    # Rounds after the first that add one point sampled uniformly in the previous error region.
+    _C.MODEL.SAM.TRAIN.NUM_CORRECTION_POINTS = 8
+    # The paper's 2 extra rounds without a new point (previous logits fed back only): one at a
+    # random position among the correction rounds, one last. 1 + 8 + 2 = 11 rounds.
+    _C.MODEL.SAM.TRAIN.NO_POINT_ROUNDS = True
+    # Loss weights: focal : dice = 20 : 1 on the masks, MSE of the IoU head weighted 1.
+    _C.MODEL.SAM.TRAIN.FOCAL_WEIGHT = 20.0
+    _C.MODEL.SAM.TRAIN.DICE_WEIGHT = 1.0
+    _C.MODEL.SAM.TRAIN.IOU_WEIGHT = 1.0
+    # Data rule of the paper: masks covering more than this fraction of the image are dropped.
+    _C.MODEL.SAM.TRAIN.MAX_MASK_AREA_RATIO = 0.9
+    # Large-scale jitter in the SAM training mapper: resize by a random factor in
+    # [INPUT.LSJ.MIN_SCALE, INPUT.LSJ.MAX_SCALE] of the IMAGE_SIZE square, random IMAGE_SIZE crop
+    # (paper: [0.1, 2.0], used for its stage 1-2 data only).
+    _C.MODEL.SAM.TRAIN.LSJ = False
+    # Fine-tuning with a frozen image encoder (its parameters get no gradient; set
+    # DROP_PATH_RATE to 0 with it).
+    _C.MODEL.SAM.TRAIN.FREEZE_IMAGE_ENCODER = False
+    # Activation checkpointing of the encoder's blocks in training (recomputes their forward in
+    # backward: ViT-H at 1024 px fits with far less memory). bf16: MODEL.SAM.ENCODER_DTYPE.
+    _C.MODEL.SAM.TRAIN.ACTIVATION_CHECKPOINTING = False
 
 
 def _add_engine_config(cfg: CN) -> None:
@@ -111,9 +137,12 @@ def _add_vitdet_config(cfg: CN) -> None:
     # Decomposed relative position bias in every block.
     _C.MODEL.VIT.USE_REL_POS = True
     # Image size of the (MAE) pretraining: the absolute position embedding is stored on a
-    # (PRETRAIN_IMG_SIZE / PATCH_SIZE)^2 grid (14x14, the checkpoint's extra cls token is dropped
-    # by the checkpointer) and resized bicubically to the input's token grid.
+    # (PRETRAIN_IMG_SIZE / PATCH_SIZE)^2 grid (14x14) and resized bicubically to the input's
+    # token grid.
     _C.MODEL.VIT.PRETRAIN_IMG_SIZE = 224
+    # The position embedding keeps the (unused) class-token slot of MAE pretraining, (1, 1 + 196,
+    # C), exactly as in Detectron2's ViT and the ViTDet model-zoo checkpoints.
+    _C.MODEL.VIT.PRETRAIN_USE_CLS_TOKEN = True
     # Name of the ViT's output feature (the SimpleFeaturePyramid input).
     _C.MODEL.VIT.OUT_FEATURE = "last_feat"
     # SimpleFeaturePyramid: output channels, scale factors of the pyramid levels relative to the

@@ -10,7 +10,7 @@ import pycocotools.mask as mask_util
 import pytest
 import tifffile
 import torch
-from conftest import shared_path
+from conftest import shared_path, tiny_sam
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -35,10 +35,7 @@ from sam_d2.modeling.click_simulation import (
     padded_distance_transform,
     random_points,
 )
-from sam_d2.modeling.build import build_sam
 from sam_d2.modeling.meta_arch.click_benchmark import SamClickBenchmark
-from sam_d2.modeling.meta_arch.promptable import PromptableSam
-from sam_d2.modeling.sam import build_sam_modules
 
 NUM_POINTS = (1, 2, 3, 5, 9)
 IMAGE_SIZE = 256
@@ -152,30 +149,8 @@ def lvis_blank(tmp_path_factory) -> str:
 # ----------------------------------------------------------------------------- models
 
 
-TINY_SAM = dict(
-    img_size=IMAGE_SIZE,
-    embed_dim=64,
-    depth=2,
-    num_heads=2,
-    global_attn_indexes=(1,),
-    window_size=8,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=32,
-    mask_in_chans=4,
-)
-
-
-def _tiny_modules():
-    return build_sam_modules("custom", **TINY_SAM)
-
-
 def _kwargs(**options) -> Dict[str, Any]:
-    encoder, prompt_encoder, decoder = _tiny_modules()
-    return dict(
-        image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder, **options
-    )
+    return dict(sam=tiny_sam(), **options)
 
 
 class GTOracle(SamClickBenchmark):
@@ -194,7 +169,7 @@ class GTOracle(SamClickBenchmark):
 
     def decode_points(self, embedding, point_coords, point_labels, mask_inputs, multimask, gt):
         k = 3 if multimask else 1
-        h, w = self.prompt_encoder.mask_input_size
+        h, w = self.sam.prompt_encoder.mask_input_size
         n = point_coords.shape[0]
         # distinct predicted IoUs so that "most confident" is well defined (output 0)
         iou = torch.linspace(1.0, 0.5, k, device=self.device).expand(n, k)
@@ -458,20 +433,23 @@ def test_random_first_point_variant_is_seeded_per_object() -> None:
     ).mean() > 0.5
 
 
-def test_empty_gt_objects_are_skipped_and_empty_images_give_nothing(caplog) -> None:
+def test_empty_gt_objects_are_counted_once_and_empty_images_give_nothing() -> None:
+    """The mapper drops (and counts) empty GT masks; the model refuses one it is handed."""
     model = _oracle()
     x = PointEvalDatasetMapper(image_size=IMAGE_SIZE)(_bbbc_record())
     inst = x["instances"]
     masks = inst.gt_masks.tensor.clone()
     masks[5] = False
-    inst.gt_masks = BitMasks(masks)
+    with pytest.raises(ValueError, match=r"objects \[\d+\] have an empty GT mask"):
+        model([dict(x, instances=Instances((512, 512), gt_masks=BitMasks(masks)))])
+
+    x["num_empty_masks"] = 1  # as if the mapper had dropped one object
     empty = dict(x, instances=Instances((512, 512), gt_masks=BitMasks(masks[:0])))
-    with caplog.at_level(logging.WARNING), torch.no_grad():
+    empty["num_empty_masks"] = 0
+    with torch.no_grad():
         out, none = model([x, empty])
-    assert "empty GT mask" in caplog.text
-    assert out["num_skipped"] == 1 and out["point_ious"].shape == (124, len(NUM_POINTS))
-    assert inst.object_ids[5].item() not in out["object_ids"].tolist()
-    assert none["point_ious"].shape == (0, len(NUM_POINTS)) and none["num_skipped"] == 0
+    assert out["point_ious"].shape == (125, len(NUM_POINTS))
+    assert none["point_ious"].shape == (0, len(NUM_POINTS)) and "num_skipped" not in none
 
     evaluator = PointMIoUEvaluator(["a", "b"], num_points=NUM_POINTS)
     evaluator.process(
@@ -480,7 +458,7 @@ def test_empty_gt_objects_are_skipped_and_empty_images_give_nothing(caplog) -> N
     )
     res = evaluator.evaluate()
     assert res["point_miou/a"]["mIoU@1"] == pytest.approx(100.0)
-    assert res["point_miou/a"]["num_skipped"] == 1
+    assert res["point_miou/a"]["num_skipped"] == 1 and res["point_miou/a"]["num_objects"] == 125
     assert np.isnan(res["point_miou/b"]["mIoU@1"]) and res["point_miou/b"]["num_objects"] == 0
     assert res["point_miou"]["num_datasets"] == 1 and res["point_miou"]["mIoU@9"] == 100.0
 
@@ -531,10 +509,8 @@ def test_one_and_two_processes_agree(datasets) -> None:
 
 
 def test_tiny_random_sam_runs_the_whole_loop_on_bbbc038(datasets, tmp_path) -> None:
-    torch.manual_seed(0)
-    sam = build_sam("custom", **TINY_SAM)
-    model = SamClickBenchmark.from_sam(sam, num_points=NUM_POINTS)
-    assert model.image_encoder is sam.image_encoder and not model.training
+    sam = tiny_sam(seed=0)
+    model = SamClickBenchmark(sam=sam, num_points=NUM_POINTS).eval()
     mapper = PointEvalDatasetMapper(image_size=IMAGE_SIZE)
     x = mapper(_bbbc_record())
     with torch.no_grad():
@@ -551,8 +527,7 @@ def test_tiny_random_sam_runs_the_whole_loop_on_bbbc038(datasets, tmp_path) -> N
     coords = out["point_coords"].float() * torch.tensor([256 / 512, 256 / 512])
     base = dict(image=x["image"], height=512, width=512)
     with torch.no_grad():
-        first = PromptableSam.forward(
-            model,
+        first = sam(
             [
                 dict(
                     base,
@@ -564,8 +539,7 @@ def test_tiny_random_sam_runs_the_whole_loop_on_bbbc038(datasets, tmp_path) -> N
         )[0]["instances"]
         best = first.iou_predictions.argmax(1)
         mask_in = first.low_res_logits[torch.arange(m), best][:, None]
-        second = PromptableSam.forward(
-            model,
+        second = sam(
             [
                 dict(
                     base,
@@ -629,13 +603,7 @@ def test_yaml_config_builds_the_model_and_runs_through_the_trainer(datasets, tmp
     assert model.first_point == "random" and model.num_points == NUM_POINTS
     assert isinstance(Trainer.build_test_loader(cfg, BBBC).dataset[0]["instances"], Instances)
     # the Trainer's eval-only path (mapper hook, evaluator from evaluator_type) with the oracle
-    oracle = GTOracle(
-        image_encoder=model.image_encoder,
-        prompt_encoder=model.prompt_encoder,
-        mask_decoder=model.mask_decoder,
-        num_points=NUM_POINTS,
-        first_point="random",
-    ).eval()
+    oracle = GTOracle(sam=model.sam, num_points=NUM_POINTS, first_point="random").eval()
     results = Trainer.test(cfg, oracle)
     for name in datasets:
         assert results[name]["point_miou"]["mIoU@9"] == pytest.approx(100.0)

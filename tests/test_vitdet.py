@@ -5,8 +5,10 @@ installed model zoo, with the edits of upstream's ``projects/ViTDet/configs/{COC
 (not shipped in the wheel) transcribed in :func:`_upstream_model`.
 
 - tiny parity: the same random weights (every parameter, rel-pos tables and the cls-token position
-  embedding included) loaded into ours through ``SamCheckpointer`` give the same pyramid features
-  and the same boxes, scores, classes and masks (float64, so no decision can flip on rounding);
+  embedding included) in a model-zoo ``.pkl``, loaded into ours through ``SamCheckpointer``,
+  Detectron2's plain ``DetectionCheckpointer`` or a plain strict ``load_state_dict``, give the same
+  pyramid features and the same boxes, scores, classes and masks (float64, so no decision can
+  flip on rounding);
 - the official model-zoo ``.pkl`` layout (ViT-B, real dims) loads with zero missing / unexpected
   keys and every value in place; all 12 configs (B/L/H x Mask/Cascade x COCO/LVIS) have exactly
   upstream's keys and shapes, and the same non-parameter settings (thresholds, top-k, matchers,
@@ -40,7 +42,9 @@ from detectron2.modeling.roi_heads import (
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from sam_d2.checkpoint import SamCheckpointer, convert_official_state_dict
+from detectron2.checkpoint import DetectionCheckpointer
+
+from sam_d2.checkpoint import SamCheckpointer
 from sam_d2.config import add_sam_config
 from sam_d2.modeling.backbone import global_attn_indexes_from_window_blocks
 
@@ -176,9 +180,9 @@ def _save_model_zoo_pkl(state_dict: Dict[str, torch.Tensor], path: str) -> None:
         pickle.dump(data, f)
 
 
-def _load_recording(model: nn.Module, path: str):
-    """Load through SamCheckpointer; return fvcore's incompatible-keys record."""
-    ck = SamCheckpointer(model)
+def _load_recording(model: nn.Module, path: str, checkpointer=SamCheckpointer):
+    """Load through a Detectron2 checkpointer; return fvcore's incompatible-keys record."""
+    ck = checkpointer(model)
     seen = []
     ck._log_incompatible_keys = seen.append
     ck.load(path)
@@ -253,17 +257,25 @@ def _tiny_pair(cascade: bool):
     return d2, ours
 
 
-@pytest.mark.parametrize("cascade", [False, True], ids=["mask_rcnn", "cascade_mask_rcnn"])
-def test_tiny_vitdet_matches_detectron2(cascade, float64_nms, tmp_path):
+@pytest.mark.parametrize(
+    "cascade,loader",
+    [(False, "SamCheckpointer"), (True, "SamCheckpointer"), (False, "DetectionCheckpointer")]
+    + [(True, "load_state_dict")],
+    ids=["mask_rcnn-sam_d2", "cascade-sam_d2", "mask_rcnn-detectron2", "cascade-plain"],
+)
+def test_tiny_vitdet_matches_detectron2(cascade, loader, float64_nms, tmp_path):
     d2, ours = _tiny_pair(cascade)
     _randomize(d2, seed=1)
     path = str(tmp_path / "model_final.pkl")
     _save_model_zoo_pkl(d2.state_dict(), path)
-    inc = _load_recording(ours, path)
-    assert not inc.missing_keys and not inc.unexpected_keys and not inc.incorrect_shapes
-    # the cls-token position embedding (1, 1 + 14 * 14, C) became a (1, 14, 14, C) grid
-    pos = d2.backbone.net.pos_embed.detach()
-    assert torch.equal(ours.backbone.net.pos_embed.detach(), pos[:, 1:].reshape(1, 14, 14, -1))
+    if loader == "load_state_dict":
+        ours.load_state_dict(d2.state_dict(), strict=True)
+    else:
+        checkpointer = {"SamCheckpointer": SamCheckpointer}.get(loader, DetectionCheckpointer)
+        inc = _load_recording(ours, path, checkpointer)
+        assert not inc.missing_keys and not inc.unexpected_keys and not inc.incorrect_shapes
+    # the cls-token position embedding (1, 1 + 14 * 14, C) is kept as upstream keeps it
+    assert torch.equal(ours.backbone.net.pos_embed.detach(), d2.backbone.net.pos_embed.detach())
 
     d2.double()
     ours.double()
@@ -301,7 +313,7 @@ def test_model_zoo_pkl_vit_b_loads_without_missing_or_unexpected_keys(tmp_path):
         ours = build_model(_our_cfg(_config_file("coco", False, "b")))
     inc = _load_recording(ours, path)
     assert not inc.missing_keys and not inc.unexpected_keys and not inc.incorrect_shapes
-    expected = convert_official_state_dict(d2.state_dict())
+    expected = d2.state_dict()
     got = ours.state_dict()
     assert set(got) == set(expected)
     bad = [k for k in got if not torch.equal(got[k], expected[k])]
@@ -320,9 +332,7 @@ def test_config_mirrors_upstream(dataset, cascade, size):
         d2 = instantiate(_upstream_model(dataset, cascade, size))
         ours = build_model(_our_cfg(_config_file(dataset, cascade, size)))
 
-    ref_shapes = {
-        k: tuple(v.shape) for k, v in convert_official_state_dict(d2.state_dict()).items()
-    }
+    ref_shapes = {k: tuple(v.shape) for k, v in d2.state_dict().items()}
     shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
     assert (
         sorted(set(ref_shapes) - set(shapes)) == [] and sorted(set(shapes) - set(ref_shapes)) == []
@@ -340,7 +350,7 @@ def test_config_mirrors_upstream(dataset, cascade, size):
 
     if (dataset, cascade, size) == ("coco", True, "h"):
         ck = SamCheckpointer(ours)
-        inc = ck._load_model({"model": convert_official_state_dict(d2.state_dict())})
+        inc = ck._load_model({"model": d2.state_dict()})
         assert not inc.missing_keys and not inc.unexpected_keys and not inc.incorrect_shapes
 
 
@@ -419,11 +429,11 @@ def test_lsj_training_mapper_mirrors_upstream():
     from detectron2.data import DatasetCatalog
     from detectron2.data.datasets import register_coco_instances
 
-    from sam_d2.data.mappers import build_detection_mapper
+    from sam_d2.engine.trainer import build_test_mapper, build_train_mapper
 
     cfg = _our_cfg(_config_file("coco", True, "h"))
-    assert build_detection_mapper(cfg, is_train=False) is None  # Detectron2's default mapper
-    mapper = build_detection_mapper(cfg, is_train=True)
+    assert build_test_mapper(cfg) is None  # Detectron2's default mapper
+    mapper = build_train_mapper(cfg)
     augs = mapper.augmentations.augs
     assert [type(a).__name__ for a in augs] == ["RandomFlip", "ResizeScale", "FixedSizeCrop"]
     assert augs[0].horizontal and augs[0].prob == 0.5
@@ -440,7 +450,7 @@ def test_lsj_training_mapper_mirrors_upstream():
     if name not in DatasetCatalog.list():
         register_coco_instances(name, {}, str(root / "instances_sample.json"), str(root / "images"))
     cfg.INPUT.MASK_FORMAT = "bitmask"  # the sample stores RLE masks (COCO train: polygons)
-    mapper = build_detection_mapper(cfg, is_train=True)
+    mapper = build_train_mapper(cfg)
     torch.manual_seed(0)
     np.random.seed(0)
     for d in DatasetCatalog.get(name):

@@ -1,6 +1,6 @@
 """Dataset mappers: ViTDet's large-scale-jitter training input and detector-prompted SAM's inputs.
 
-- :func:`build_lsj_augmentation` / :func:`build_detection_mapper`: ViTDet's training augmentation
+- :func:`build_lsj_augmentation` / :func:`build_lsj_mapper`: ViTDet's training augmentation
   (``projects/ViTDet/configs/common/coco_loader_lsj.py``), which Detectron2's yacs
   ``build_augmentation`` cannot express.
 - :class:`DetectorPromptedSamMapper`: inputs of :class:`~sam_d2.modeling.meta_arch.detector_prompted.
@@ -15,7 +15,7 @@
 
 import copy
 import logging
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Union
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from .transforms import ResizeLongestSide
 
 __all__ = [
     "build_lsj_augmentation",
-    "build_detection_mapper",
+    "build_lsj_mapper",
     "DetectorPromptedSamMapper",
 ]
 
@@ -53,27 +53,15 @@ def build_lsj_augmentation(cfg: CfgNode) -> List[T.Augmentation]:
     ]
 
 
-def build_detection_mapper(cfg: CfgNode, is_train: bool) -> Optional[Any]:
-    """The mapper a trainer should use for ``cfg``, or None for Detectron2's default.
-
-    - ``MODEL.META_ARCHITECTURE == "DetectorPromptedSam"``: :class:`DetectorPromptedSamMapper`
-      (inference only);
-    - training with ``INPUT.LSJ.ENABLED``: Detectron2's ``DatasetMapper`` with
-      :func:`build_lsj_augmentation` and boxes recomputed from the cropped masks (upstream's
-      ``recompute_boxes=True``);
-    - otherwise None (``DatasetMapper(cfg, is_train)``, Detectron2's default).
-    """
-    if cfg.MODEL.META_ARCHITECTURE == "DetectorPromptedSam":
-        return DetectorPromptedSamMapper(cfg, is_train)
-    lsj = cfg.INPUT.get("LSJ")
-    if is_train and lsj is not None and lsj.ENABLED:
-        return DatasetMapper(
-            cfg,
-            is_train=True,
-            augmentations=build_lsj_augmentation(cfg),
-            recompute_boxes=cfg.MODEL.MASK_ON,
-        )
-    return None
+def build_lsj_mapper(cfg: CfgNode) -> DatasetMapper:
+    """ViTDet's training mapper: Detectron2's ``DatasetMapper`` with :func:`build_lsj_augmentation`
+    and boxes recomputed from the cropped masks (upstream's ``recompute_boxes=True``)."""
+    return DatasetMapper(
+        cfg,
+        is_train=True,
+        augmentations=build_lsj_augmentation(cfg),
+        recompute_boxes=cfg.MODEL.MASK_ON,
+    )
 
 
 def _to_rgb(image: np.ndarray, image_format: str) -> np.ndarray:

@@ -1,11 +1,12 @@
-"""Detectron2 ``DefaultTrainer`` for sam_d2 models: evaluators from metadata, per-model mappers,
-SAM checkpoint loading, AdamW with layer-wise lr decay, results written as JSON."""
+"""Detectron2 ``DefaultTrainer`` for sam_d2 models: the data mapper of each meta-architecture
+(decided here, in one place), evaluators from dataset metadata, strict checkpoint loading, AdamW
+with layer-wise lr decay, results written as JSON."""
 
 import json
 import logging
 import os
 import weakref
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from detectron2.config import CfgNode
@@ -18,28 +19,82 @@ from detectron2.utils import comm
 from torch import nn
 
 from ..checkpoint import SamCheckpointer
-from ..data.mappers import build_detection_mapper
+from ..data.mappers import DetectorPromptedSamMapper, build_lsj_mapper
+from ..data.point_mapper import PointEvalDatasetMapper
+from ..data.train_mapper import SamTrainMapper
 from ..evaluation.build import build_evaluator
+from ..modeling.meta_arch import (
+    DetectorPromptedSam,
+    PromptableSam,
+    SamAutomaticProposals,
+    SamClickBenchmark,
+    SamEdgeDetector,
+)
 from ..evaluation.point_miou import average_point_miou
 from ..modeling.vit import ViT, lr_decay_rate
 
-__all__ = ["Trainer", "load_weights", "write_results"]
+__all__ = [
+    "Trainer",
+    "build_test_mapper",
+    "build_train_mapper",
+    "check_trainable",
+    "load_weights",
+    "write_results",
+]
 
 logger = logging.getLogger(__name__)
 
 
-def _meta_arch_hook(cfg: CfgNode, name: str) -> Optional[Any]:
-    """A classmethod ``name(cfg)`` of the configured meta-architecture, if it defines one."""
-    cls = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    return getattr(cls, name, None)
+#: Meta-architectures (and their subclasses) that only run inference: training them fails before
+#: anything is built.
+INFERENCE_ONLY = (DetectorPromptedSam, SamAutomaticProposals, SamEdgeDetector, SamClickBenchmark)
+
+
+def _meta_arch(cfg: CfgNode) -> type:
+    return META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+
+
+def build_test_mapper(cfg: CfgNode) -> Optional[Callable]:
+    """The test-time mapper of ``MODEL.META_ARCHITECTURE``; None means Detectron2's default."""
+    arch = _meta_arch(cfg)
+    if issubclass(arch, DetectorPromptedSam):
+        return DetectorPromptedSamMapper(cfg, is_train=False)
+    if issubclass(arch, SamClickBenchmark):
+        return PointEvalDatasetMapper(cfg)
+    return None
+
+
+def build_train_mapper(cfg: CfgNode) -> Optional[Callable]:
+    """The training mapper of ``MODEL.META_ARCHITECTURE``; None means Detectron2's default.
+
+    PromptableSam trains on GT masks (:class:`SamTrainMapper`); detectors (ViTDet) with
+    ``INPUT.LSJ.ENABLED`` on ViTDet's large-scale jitter.
+    """
+    check_trainable(cfg)
+    if issubclass(_meta_arch(cfg), PromptableSam):
+        return SamTrainMapper(cfg)
+    if cfg.INPUT.LSJ.ENABLED:
+        return build_lsj_mapper(cfg)
+    return None
+
+
+def check_trainable(cfg: CfgNode) -> None:
+    """Raise at once when ``MODEL.META_ARCHITECTURE`` cannot be trained."""
+    if issubclass(_meta_arch(cfg), INFERENCE_ONLY):
+        raise ValueError(
+            f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE} is inference-only (run it with --eval-only); "
+            "fine-tune SAM with PromptableSam (configs/sam_vit_*.yaml) and a detector with its own "
+            "meta-architecture, then load their weights"
+        )
 
 
 def load_weights(model: nn.Module, cfg: CfgNode, resume: bool = False) -> SamCheckpointer:
-    """Load ``MODEL.WEIGHTS`` (or resume), then ``MODEL.SAM.WEIGHTS`` into the SAM part."""
+    """Load ``MODEL.WEIGHTS`` (or the last checkpoint of ``OUTPUT_DIR`` with ``resume``) strictly.
+
+    ``MODEL.SAM.WEIGHTS`` was already loaded into the SAM part when the model was built.
+    """
     checkpointer = SamCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
-    if cfg.MODEL.SAM.WEIGHTS and not (resume and checkpointer.has_checkpoint()):
-        SamCheckpointer(model).load(cfg.MODEL.SAM.WEIGHTS)
     return checkpointer
 
 
@@ -54,25 +109,18 @@ def write_results(cfg: CfgNode, results: Dict[str, Any]) -> None:
 
 
 class Trainer(DefaultTrainer):
-    """DefaultTrainer whose data, evaluation and optimisation fit sam_d2's meta-architectures.
+    """DefaultTrainer whose data, evaluation, optimisation and checkpoints fit sam_d2's models.
 
-    A meta-architecture may define classmethods ``build_test_mapper(cfg)`` and
-    ``build_train_mapper(cfg)``; otherwise Detectron2's ``DatasetMapper`` is used (in training
-    with ViTDet's large-scale jitter when ``INPUT.LSJ.ENABLED``).
+    Mappers come from :func:`build_test_mapper` / :func:`build_train_mapper`; checkpoints go
+    through :class:`SamCheckpointer` (strict, one-line errors).
     """
 
     def __init__(self, cfg: CfgNode) -> None:
+        check_trainable(cfg)
         super().__init__(cfg)
         self.checkpointer = SamCheckpointer(
             self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
         )
-
-    def resume_or_load(self, resume: bool = True) -> None:
-        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if resume and self.checkpointer.has_checkpoint():
-            self.start_iter = self.iter + 1
-        elif self.cfg.MODEL.SAM.WEIGHTS:
-            SamCheckpointer(self._trainer.model).load(self.cfg.MODEL.SAM.WEIGHTS)
 
     @classmethod
     def build_evaluator(
@@ -83,14 +131,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
-        hook = _meta_arch_hook(cfg, "build_test_mapper")
-        return build_detection_test_loader(cfg, dataset_name, mapper=hook(cfg) if hook else None)
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_test_mapper(cfg))
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
-        hook = _meta_arch_hook(cfg, "build_train_mapper")
-        mapper = hook(cfg) if hook else build_detection_mapper(cfg, is_train=True)
-        return build_detection_train_loader(cfg, mapper=mapper)
+        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:

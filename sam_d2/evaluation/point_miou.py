@@ -133,7 +133,7 @@ class PointMIoUEvaluator(DatasetEvaluator):
     """mIoU after N clicks per dataset, and their mean (module docstring).
 
     ``process`` takes the outputs of ``SamClickBenchmark`` (``point_ious``, ``oracle_iou_1pt``,
-    ``object_ids``, ``num_skipped``, ``num_points``, ``dataset_name``). ``evaluate`` returns::
+    ``object_ids``, ``num_points``, ``dataset_name``; the inputs' ``num_empty_masks``). ``evaluate`` returns::
 
         {"point_miou": {"mIoU@1", ..., "mIoU@9", "oracle_mIoU@1", "num_datasets"},
          "point_miou/<dataset>": {"mIoU@1", ..., "oracle_mIoU@1", "num_objects", "num_skipped"}}
@@ -211,8 +211,7 @@ class PointMIoUEvaluator(DatasetEvaluator):
                     "object_ids": torch.as_tensor(out["object_ids"]).cpu().numpy().astype(np.int64),
                     "point_ious": point_ious,
                     "oracle": torch.as_tensor(out["oracle_iou_1pt"]).double().cpu().numpy(),
-                    "num_skipped": int(out.get("num_skipped", 0))
-                    + int(inp.get("num_empty_masks", 0)),
+                    "num_skipped": int(inp.get("num_empty_masks", 0)),
                 }
             )
 

@@ -4,9 +4,8 @@
 Upstream ViTDet exists only as LazyConfig python files (``projects/ViTDet/configs``); this builder
 reproduces their backbone (``common/models/mask_rcnn_vitdet.py``) so that the ViTDet detectors can
 be described by yacs files (``configs/ViTDet/``) and loaded from the official model-zoo
-``model_final_*.pkl`` checkpoints through :class:`sam_d2.checkpoint.SamCheckpointer` (parameter
-names ``backbone.net.*``, ``backbone.simfp_*``; the cls-token position embedding is converted by
-the checkpointer).
+``model_final_*.pkl`` checkpoints through any Detectron2 loading path (parameter names and shapes
+are upstream's: ``backbone.net.*`` with the cls-token position embedding, ``backbone.simfp_*``).
 
 Usage: ``MODEL.BACKBONE.NAME: "build_vitdet_backbone"`` (see ``configs/ViTDet/Base-ViTDet.yaml``).
 """
@@ -66,6 +65,7 @@ def build_vitdet_vit(cfg: CfgNode, in_chans: int = 3) -> ViT:
         window_size=v.WINDOW_SIZE,
         global_attn_indexes=global_attn_indexes_from_window_blocks(v.DEPTH, v.WINDOW_BLOCK_INDEXES),
         pos_embed_size=v.PRETRAIN_IMG_SIZE // v.PATCH_SIZE,
+        pretrain_use_cls_token=v.PRETRAIN_USE_CLS_TOKEN,
         out_feature=v.OUT_FEATURE,
     )
 

@@ -3,13 +3,10 @@
 from typing import Any, Dict, Optional
 
 from detectron2.config import CfgNode
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY
 
-from .image_encoder import SamImageEncoder
 from .sam import build_sam_modules
 
-__all__ = ["sam_kwargs_from_cfg", "build_sam", "build_sam_image_encoder"]
+__all__ = ["sam_kwargs_from_cfg", "build_sam"]
 
 
 def sam_kwargs_from_cfg(cfg: CfgNode) -> Dict[str, Any]:
@@ -40,14 +37,6 @@ def sam_kwargs_from_cfg(cfg: CfgNode) -> Dict[str, Any]:
             mlp_ratio=e.MLP_RATIO,
         )
     return kwargs
-
-
-@BACKBONE_REGISTRY.register()
-def build_sam_image_encoder(
-    cfg: CfgNode, input_shape: Optional[ShapeSpec] = None
-) -> SamImageEncoder:
-    """SAM's image encoder as a Detectron2 backbone (``MODEL.BACKBONE.NAME``)."""
-    return build_sam_modules(**sam_kwargs_from_cfg(cfg))[0]
 
 
 def build_sam(variant: str = "vit_b", checkpoint: Optional[str] = None, **kwargs: Any):

@@ -1,14 +1,18 @@
 """One plain ViT serving as SAM's image encoder trunk and as ViTDet's backbone.
 
 Blocks use windowed attention except a few global ones, with decomposed relative position bias
-(MViTv2/ViTDet) applied as an additive bias of ``scaled_dot_product_attention``. Tokens stay in
-(B, H, W, C) layout between blocks so windows are cheap to cut.
+(MViTv2/ViTDet) through ``scaled_dot_product_attention``: folded into widened queries and keys on
+large (global) grids, so no (heads, N, N) bias exists, and as a small additive bias in windows.
+Tokens stay in (B, H, W, C) layout between blocks so windows are cheap to cut.
 
-Parameter names follow Detectron2's ViT (``blocks.N.attn.qkv``, ``blocks.N.mlp.fc1``, ...);
-the official SAM checkpoints' ``mlp.lin1/lin2`` and ViTDet's cls-token position embedding are
-mapped onto them by :mod:`sam_d2.checkpoint`.
+Parameter names and shapes follow Detectron2's ViT (``blocks.N.attn.qkv``, ``blocks.N.mlp.fc1``,
+the position embedding with its class-token slot when ``pretrain_use_cls_token``) and SAM's encoder
+(position embedding as a grid); the official SAM checkpoints' ``mlp.lin1/lin2`` are renamed by
+:class:`Mlp` while loading. Official files thus load through any loading path, including plain
+``load_state_dict`` and Detectron2's ``DetectionCheckpointer``.
 """
 
+import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -16,8 +20,18 @@ import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import Backbone
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ViT", "PatchEmbed", "Block", "Attention", "relative_position_bias", "lr_decay_rate"]
+__all__ = [
+    "ViT",
+    "PatchEmbed",
+    "Block",
+    "Attention",
+    "folded_rel_pos_attention",
+    "relative_position_bias",
+    "relative_position_terms",
+    "lr_decay_rate",
+]
 
 
 def _relative_table(table: Tensor, q_size: int, k_size: int) -> Tensor:
@@ -41,6 +55,32 @@ def _relative_table(table: Tensor, q_size: int, k_size: int) -> Tensor:
     return table[offset.long()]
 
 
+def relative_position_terms(
+    q: Tensor, table_h: Tensor, table_w: Tensor, q_hw: Tuple[int, int], k_hw: Tuple[int, int]
+) -> Tuple[Tensor, Tensor]:
+    """The two factors of the decomposed relative position bias (MViTv2).
+
+    The bias between query ``i`` at (qy, qx) and key ``j`` at (ky, kx) is
+    ``rel_h[..., i, ky] + rel_w[..., i, kx]``.
+
+    Args:
+        q: (B, heads, q_h * q_w, C) unscaled queries.
+        table_h, table_w: (2 * size - 1, C) learned offset embeddings along height and width.
+        q_hw, k_hw: spatial sizes of the query and key grids.
+
+    Returns:
+        rel_h (B, heads, q_h * q_w, k_h) and rel_w (B, heads, q_h * q_w, k_w).
+    """
+    (qh, qw), (kh, kw) = q_hw, k_hw
+    b, heads, _, c = q.shape
+    rh = _relative_table(table_h, qh, kh).to(q.dtype)  # (qh, kh, C)
+    rw = _relative_table(table_w, qw, kw).to(q.dtype)  # (qw, kw, C)
+    grid = q.reshape(b, heads, qh, qw, c)
+    rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid, rh).reshape(b, heads, qh * qw, kh)
+    rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid, rw).reshape(b, heads, qh * qw, kw)
+    return rel_h, rel_w
+
+
 def relative_position_bias(
     q: Tensor, table_h: Tensor, table_w: Tensor, q_hw: Tuple[int, int], k_hw: Tuple[int, int]
 ) -> Tensor:
@@ -54,15 +94,57 @@ def relative_position_bias(
     Returns:
         (B, heads, q_h * q_w, k_h * k_w) bias to add to the attention logits.
     """
-    (qh, qw), (kh, kw) = q_hw, k_hw
-    b, heads, _, c = q.shape
-    rh = _relative_table(table_h, qh, kh)  # (qh, kh, C)
-    rw = _relative_table(table_w, qw, kw)  # (qw, kw, C)
-    grid = q.reshape(b, heads, qh, qw, c)
-    bias_h = torch.einsum("bnhwc,hkc->bnhwk", grid, rh)
-    bias_w = torch.einsum("bnhwc,wkc->bnhwk", grid, rw)
-    bias = bias_h[..., :, None] + bias_w[..., None, :]  # (B, heads, qh, qw, kh, kw)
-    return bias.reshape(b, heads, qh * qw, kh * kw)
+    (kh, kw), (b, heads, n, _) = k_hw, q.shape
+    rel_h, rel_w = relative_position_terms(q, table_h, table_w, q_hw, k_hw)
+    bias = rel_h[..., :, None] + rel_w[..., None, :]  # (B, heads, N, kh, kw)
+    return bias.reshape(b, heads, n, kh * kw)
+
+
+def folded_rel_pos_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    table_h: Tensor,
+    table_w: Tensor,
+    hw: Tuple[int, int],
+) -> Tensor:
+    """Self-attention with decomposed relative position bias, without any (N, N) bias tensor.
+
+    The logit ``scale * q.k + rel_h[q, ky] + rel_w[q, kx]`` is the plain dot product of the
+    widened vectors ``q' = [scale * q, rel_h[q, :], rel_w[q, :]]`` and
+    ``k' = [k, onehot(ky), onehot(kx)]`` (exact math, ``../shared/DESIGN.md`` §7), so
+    ``scaled_dot_product_attention`` runs with scale 1 and no mask and may use its fused
+    (flash / memory-efficient) kernels. The widths are zero-padded to a multiple of 8 and ``v``
+    to the same width, as the fused kernels require.
+
+    Args:
+        q, k, v: (B, heads, H * W, C) over an (H, W) token grid (``hw``).
+        table_h, table_w: (2 * size - 1, C) rel-pos tables.
+        hw: (H, W).
+
+    Returns:
+        (B, heads, H * W, C) attention output.
+    """
+    h, w = hw
+    b, heads, n, c = q.shape
+    rel_h, rel_w = relative_position_terms(q, table_h, table_w, hw, hw)
+    width = c + h + w
+    pad = (-width) % 8
+    key_pos = torch.arange(n, device=q.device)
+    onehot_h = F.one_hot(key_pos // w, h).to(k.dtype)  # (N, H): row of each key
+    onehot_w = F.one_hot(key_pos % w, w).to(k.dtype)  # (N, W): column of each key
+    key_extra = F.pad(torch.cat([onehot_h, onehot_w], dim=1), (0, pad))
+    q2 = torch.cat([q * c**-0.5, rel_h, rel_w, q.new_zeros(b, heads, n, pad)], dim=-1)
+    k2 = torch.cat([k, key_extra.expand(b, heads, n, h + w + pad)], dim=-1)
+    v2 = F.pad(v, (0, width + pad - c))
+    return F.scaled_dot_product_attention(q2, k2, v2, scale=1.0)[..., :c]
+
+
+#: Token grids at least this large attend through :func:`folded_rel_pos_attention`; smaller
+#: ones (windows) add the materialised bias. Measured on CPU (``tools/bench_attention.py``):
+#: for a ViT-B global block (64x64 tokens) folding is as fast in fp32 and 2-3x faster in bf16,
+#: and never builds the (heads, N, N) bias; for 14x14 windows the small bias is faster.
+FOLD_MIN_TOKENS = 1024
 
 
 class Attention(nn.Module):
@@ -103,16 +185,24 @@ class Attention(nn.Module):
         b, h, w, c = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, head_dim)
-        bias = None
-        if self.use_rel_pos:
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif h * w >= FOLD_MIN_TOKENS:
+            out = folded_rel_pos_attention(q, k, v, self.rel_pos_h, self.rel_pos_w, (h, w))
+        else:
             bias = relative_position_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
-            bias = bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
 
 
 class Mlp(nn.Module):
-    """Two-layer MLP with GELU; names ``fc1``/``fc2`` as in Detectron2/timm."""
+    """Two-layer MLP with GELU; names ``fc1``/``fc2`` as in Detectron2/timm.
+
+    Official SAM checkpoints name the same layers ``lin1``/``lin2``; they load as they are
+    (renamed in :meth:`_load_from_state_dict`), through any loading path.
+    """
+
+    _OFFICIAL_SAM_NAMES = {"lin1.": "fc1.", "lin2.": "fc2."}
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
@@ -122,6 +212,12 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for old, new in self._OFFICIAL_SAM_NAMES.items():
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def window_partition(x: Tensor, window: int) -> Tuple[Tensor, Tuple[int, int]]:
@@ -218,6 +314,9 @@ class ViT(Backbone):
     Output: ``{"last_feat": (B, embed_dim, H/patch, W/patch)}``.
     """
 
+    #: Recompute each block in backward instead of storing its activations (training only).
+    activation_checkpointing: bool = False
+
     def __init__(
         self,
         *,
@@ -233,6 +332,7 @@ class ViT(Backbone):
         use_rel_pos: bool = True,
         use_abs_pos: bool = True,
         pos_embed_size: Optional[int] = None,
+        pretrain_use_cls_token: bool = False,
         drop_path_rate: float = 0.0,
         in_chans: int = 3,
         out_feature: str = "last_feat",
@@ -249,6 +349,9 @@ class ViT(Backbone):
                 (pos_embed_size x pos_embed_size) grid and resized (bicubic) to the input grid.
             pos_embed_size: grid side of the stored position embedding; defaults to
                 ``img_size // patch_size`` (SAM); ViTDet checkpoints store 14 (224 pretraining).
+            pretrain_use_cls_token: store the position embedding as ViTDet / MAE checkpoints do,
+                (1, 1 + s*s, C) with an (unused) class-token slot first; otherwise as SAM does,
+                (1, s, s, C). Either way checkpoints load without conversion.
             drop_path_rate: stochastic depth, increasing linearly with depth up to this rate.
             in_chans: input channels.
             out_feature: name of the output feature.
@@ -262,7 +365,8 @@ class ViT(Backbone):
         self.pos_embed: Optional[nn.Parameter] = None
         if use_abs_pos:
             size = pos_embed_size or grid
-            self.pos_embed = nn.Parameter(torch.zeros(1, size, size, embed_dim))
+            shape = (1, 1 + size * size) if pretrain_use_cls_token else (1, size, size)
+            self.pos_embed = nn.Parameter(torch.zeros(*shape, embed_dim))
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(
@@ -297,6 +401,9 @@ class ViT(Backbone):
     def abs_pos(self, hw: Tuple[int, int]) -> Tensor:
         """Absolute position embedding resized to a (H, W) token grid: (1, H, W, C)."""
         pos = self.pos_embed
+        if pos.dim() == 3:  # ViTDet layout: drop the class-token slot, then to a square grid
+            side = math.isqrt(pos.shape[1] - 1)
+            pos = pos[:, 1:].reshape(1, side, side, pos.shape[2])
         if pos.shape[1:3] != hw:
             pos = F.interpolate(
                 pos.permute(0, 3, 1, 2), size=hw, mode="bicubic", align_corners=False
@@ -304,12 +411,19 @@ class ViT(Backbone):
         return pos
 
     def tokens(self, x: Tensor) -> Tensor:
-        """Run the trunk: (B, 3, H, W) images -> (B, H/p, W/p, C) tokens."""
+        """Run the trunk: (B, 3, H, W) images -> (B, H/p, W/p, C) tokens.
+
+        With ``activation_checkpointing`` set, training keeps only each block's input and
+        recomputes the block in backward (less memory, ~1/3 more compute).
+        """
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             x = x + self.abs_pos((x.shape[1], x.shape[2]))
         for blk in self.blocks:
-            x = blk(x)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
         return x
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:

@@ -24,8 +24,8 @@ numpy, on masks cropped to the error region.
 Input dicts (from :class:`sam_d2.data.point_mapper.PointEvalDatasetMapper`): ``image``,
 ``height``/``width`` and ``instances`` with ``gt_masks`` (M, height, width) at the original size
 (``BitMasks``, ``PolygonMasks`` or a bool tensor) and optional ``object_ids`` (M,); optional
-``image_id``, ``file_name``, ``dataset_name``. Objects with an empty GT mask are skipped with a
-warning (counted in ``num_skipped``); an image without objects is not encoded at all.
+``image_id``, ``file_name``, ``dataset_name``. Every GT mask must have a pixel (the mapper drops
+and counts empty ones); an image without objects is not encoded at all.
 
 Output per image (a dict; tensors on the CPU; M' = objects evaluated, R = ``max(num_points)``):
     point_ious      (M', len(num_points)) float64   IoU of the scored mask after N clicks
@@ -33,7 +33,7 @@ Output per image (a dict; tensors on the CPU; M' = objects evaluated, R = ``max(
     object_ids      (M',) int64
     point_coords    (M', R, 2) int64 XY clicks, original frame (0 where no click)
     point_labels    (M', R) int64: 1 fg, 0 bg, -1 no click (the object was already perfect)
-    num_points      tuple of the N values;  num_skipped  int;  image_id;  dataset_name (or None)
+    num_points      tuple of the N values;  image_id;  dataset_name (or None)
 """
 
 import logging
@@ -44,9 +44,8 @@ import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, PolygonMasks
-from torch import Tensor
+from torch import Tensor, nn
 
-from ...data.point_mapper import PointEvalDatasetMapper
 from ..click_simulation import (
     DISTANCE_METHODS,
     Clicks,
@@ -55,6 +54,7 @@ from ..click_simulation import (
     object_seed,
     random_points,
 )
+from ..weights import register_part_loading
 from .promptable import PromptableSam
 
 __all__ = ["SamClickBenchmark", "FIRST_POINT_MODES"]
@@ -65,7 +65,7 @@ FIRST_POINT_MODES = ("center", "random")
 
 
 @META_ARCH_REGISTRY.register()
-class SamClickBenchmark(PromptableSam):
+class SamClickBenchmark(nn.Module):
     """Runs the simulated-click benchmark on the GT objects of each input (module docstring).
 
     Evaluation only: ``forward`` in training mode raises. The per-object IoUs it returns are
@@ -76,6 +76,7 @@ class SamClickBenchmark(PromptableSam):
     def __init__(
         self,
         *,
+        sam: PromptableSam,
         num_points: Sequence[int] = (1, 2, 3, 5, 9),
         first_point: str = "center",
         seed: int = 0,
@@ -85,10 +86,11 @@ class SamClickBenchmark(PromptableSam):
         exclude_clicked: bool = True,
         distance_method: str = "cv2",
         max_upsample_elements: int = 1 << 26,
-        **kwargs: Any,
     ) -> None:
         """
         Args:
+            sam: the SAM under test, e.g. ``SamClickBenchmark(sam=sam_d2.build_sam("vit_h",
+                checkpoint))`` (its ``input_format`` is the channel order of ``"image"``).
             num_points: click counts N at which the IoU is recorded (ascending, >= 1).
             first_point: "center" (farthest from the boundary) or "random" (seeded).
             seed: seed of the "random" first point (per object, see ``object_seed``).
@@ -101,9 +103,8 @@ class SamClickBenchmark(PromptableSam):
                 or "scipy" (same clicks, slower; see ``sam_d2.modeling.click_simulation``).
             max_upsample_elements: masks upsampled at once are chunked to at most this many
                 pixels (of the larger of img_size^2 and the original size; bounds memory).
-            kwargs: arguments of :class:`PromptableSam`.
         """
-        super().__init__(**kwargs)
+        super().__init__()
         points = [int(n) for n in num_points]
         if not points or points != sorted(set(points)) or points[0] < 1:
             raise ValueError(
@@ -111,6 +112,11 @@ class SamClickBenchmark(PromptableSam):
             )
         if first_point not in FIRST_POINT_MODES:
             raise ValueError(f"first_point must be one of {FIRST_POINT_MODES}, got {first_point!r}")
+        if distance_method not in DISTANCE_METHODS:
+            raise ValueError(
+                f"distance_method must be one of {DISTANCE_METHODS}, got {distance_method!r}"
+            )
+        self.sam = sam
         self.num_points = tuple(points)
         self.first_point = first_point
         self.seed = int(seed)
@@ -118,18 +124,15 @@ class SamClickBenchmark(PromptableSam):
         self.multimask_after_first = bool(multimask_after_first)
         self.feed_mask_logits = bool(feed_mask_logits)
         self.exclude_clicked = bool(exclude_clicked)
-        if distance_method not in DISTANCE_METHODS:
-            raise ValueError(
-                f"distance_method must be one of {DISTANCE_METHODS}, got {distance_method!r}"
-            )
         self.distance_method = distance_method
         self.max_upsample_elements = int(max_upsample_elements)
+        register_part_loading(self, ["sam"])
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
-        ret = super().from_config(cfg)
         pe = cfg.TEST.POINT_EVAL
-        ret.update(
+        return dict(
+            sam=PromptableSam(**PromptableSam.from_config(cfg)),
             num_points=tuple(pe.NUM_POINTS),
             first_point=pe.FIRST_POINT,
             seed=pe.SEED,
@@ -139,36 +142,16 @@ class SamClickBenchmark(PromptableSam):
             exclude_clicked=pe.EXCLUDE_CLICKED,
             distance_method=pe.DISTANCE_METHOD,
         )
-        return ret
 
-    @classmethod
-    def build_test_mapper(cls, cfg: CfgNode) -> PointEvalDatasetMapper:
-        """The test mapper this model needs (GT masks kept at the original resolution)."""
-        return PointEvalDatasetMapper(cfg)
-
-    @classmethod
-    def from_sam(cls, sam: PromptableSam, **kwargs: Any) -> "SamClickBenchmark":
-        """A point evaluator sharing the modules (and weights) of an existing SAM model.
-
-        Args:
-            sam: e.g. ``sam_d2.build_sam("vit_h", checkpoint)``.
-            kwargs: the benchmark options of ``__init__``.
-        """
-        model = cls(
-            image_encoder=sam.image_encoder,
-            prompt_encoder=sam.prompt_encoder,
-            mask_decoder=sam.mask_decoder,
-            pixel_mean=sam.pixel_mean.flatten().tolist(),
-            pixel_std=sam.pixel_std.flatten().tolist(),
-            input_format=sam.input_format,
-            mask_threshold=sam.mask_threshold,
-            prompt_chunk_size=sam.prompt_chunk_size,
-            encoder_dtype=sam.encoder_dtype,
-            **kwargs,
-        )
-        return model.to(sam.device).train(sam.training)
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
 
     # ------------------------------------------------------------------ overridable hooks
+    def embed_images(self, images: Sequence[Tensor]) -> Tensor:
+        """(B, C, h, w) embeddings of B (3, h, w) RGB images (SAM's encoder)."""
+        return self.sam.embed_images(images)
+
     def decode_points(
         self,
         embedding: Tensor,
@@ -196,7 +179,7 @@ class SamClickBenchmark(PromptableSam):
             "boxes": None,
             "mask_inputs": mask_inputs,
         }
-        return self.decode_chunked(embedding, prompts, multimask)
+        return self.sam.decode_chunked(embedding, prompts, multimask)
 
     def masks_at_original(
         self,
@@ -215,7 +198,7 @@ class SamClickBenchmark(PromptableSam):
         Returns:
             (C, K, H, W) bool.
         """
-        return self.postprocess_masks(low_res, input_hw, out_hw) > self.mask_threshold
+        return self.sam.postprocess_masks(low_res, input_hw, out_hw) > self.sam.mask_threshold
 
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -224,15 +207,15 @@ class SamClickBenchmark(PromptableSam):
             raise RuntimeError("SamClickBenchmark only evaluates; call model.eval() first")
         if not batched_inputs:
             raise ValueError("SamClickBenchmark got an empty batch")
-        images = self.rgb_images(batched_inputs)
+        images = self.sam.rgb_images(batched_inputs)
         objects = [
             self._gt_objects(i, x, img) for i, (x, img) in enumerate(zip(batched_inputs, images))
         ]
-        with_objects = [i for i, (gt, _, _) in enumerate(objects) if gt.shape[0] > 0]
+        with_objects = [i for i, (gt, _) in enumerate(objects) if gt.shape[0] > 0]
         embeddings = self.embed_images([images[i] for i in with_objects]) if with_objects else None
         results = []
         for i, x in enumerate(batched_inputs):
-            gt, ids, skipped = objects[i]
+            gt, ids = objects[i]
             input_hw = (int(images[i].shape[1]), int(images[i].shape[2]))
             image_key = x.get("image_id", x.get("file_name", i))
             if gt.shape[0] == 0:
@@ -242,15 +225,14 @@ class SamClickBenchmark(PromptableSam):
                 out = self.evaluate_objects(embeddings[j : j + 1], gt, ids, input_hw, image_key)
             out.update(
                 num_points=self.num_points,
-                num_skipped=skipped,
                 image_id=x.get("image_id"),
                 dataset_name=x.get("dataset_name"),
             )
             results.append(out)
         return results
 
-    def _gt_objects(self, i: int, x: Dict[str, Any], image: Tensor) -> Tuple[Tensor, Tensor, int]:
-        """Non-empty GT masks (M, H, W) bool (CPU), their ids (M,), and the skipped count."""
+    def _gt_objects(self, i: int, x: Dict[str, Any], image: Tensor) -> Tuple[Tensor, Tensor]:
+        """GT masks (M, H, W) bool (CPU) and their ids (M,); every mask must be non-empty."""
         where = f"input {i} ({x.get('file_name', 'no file_name')})"
         if "instances" not in x:
             raise KeyError(
@@ -275,15 +257,13 @@ class SamClickBenchmark(PromptableSam):
             ids = torch.as_tensor(inst.object_ids, dtype=torch.int64).cpu()
         else:
             ids = torch.arange(masks.shape[0], dtype=torch.int64)
-        empty = torch.from_numpy(~masks.numpy().any(axis=(1, 2)))
-        if empty.any():
-            logger.warning(
-                "%s: skipping %d object(s) with an empty GT mask (ids %s)",
-                where,
-                int(empty.sum()),
-                ids[empty].tolist(),
+        empty = np.flatnonzero(~masks.numpy().any(axis=(1, 2)))
+        if empty.size:
+            raise ValueError(
+                f"{where}: objects {ids[empty].tolist()} have an empty GT mask; "
+                "PointEvalDatasetMapper drops (and counts) those"
             )
-        return masks[~empty], ids[~empty], int(empty.sum())
+        return masks, ids
 
     def _empty_result(self, ids: Tensor) -> Dict[str, Any]:
         r = self.num_points[-1]
@@ -336,7 +316,7 @@ class SamClickBenchmark(PromptableSam):
         current_iou = np.zeros(m, dtype=np.float64)
         point_ious = np.zeros((m, len(self.num_points)), dtype=np.float64)
         oracle = np.zeros(m, dtype=np.float64)
-        low_res_dim = tuple(self.prompt_encoder.mask_input_size)
+        low_res_dim = tuple(self.sam.prompt_encoder.mask_input_size)
         prev_logits = torch.zeros((m, 1) + low_res_dim, device=self.device)
 
         clicks = self._first_clicks(gt_np, ids, image_key)
@@ -406,7 +386,7 @@ class SamClickBenchmark(PromptableSam):
         """
         a, k = low_res.shape[:2]
         # postprocess_masks first upsamples to img_size^2, then to the original size
-        pixels = max(out_hw[0] * out_hw[1], self.img_size**2)
+        pixels = max(out_hw[0] * out_hw[1], self.sam.img_size**2)
         per_chunk = max(1, self.max_upsample_elements // (k * pixels))
         ious, picked = [], []
         for s in range(0, a, per_chunk):

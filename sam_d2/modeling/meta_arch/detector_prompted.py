@@ -8,8 +8,8 @@ class stay the detector's; the mask AP then measures SAM's masks.
 Per image, at inference:
     1. boxes: the detector's output (``MODEL.SAM_PROMPTED.BOX_SOURCE = "detector"``) or the
        ground truth in the input's ``"instances"`` (``"gt"``: class = gt class, score 1; an
-       oracle for studying SAM alone, the detector is then not built); at most ``MAX_BOXES``,
-       highest scores first;
+       oracle for studying SAM alone, the detector is then not built); at most ``MAX_BOXES``
+       detector boxes, highest scores first (the oracle uses every ground-truth box);
     2. SAM encodes ``"sam_image"`` (the original image resized to SAM's input, from
        :class:`sam_d2.data.mappers.DetectorPromptedSamMapper`); boxes are mapped from original
        pixels into that frame;
@@ -30,10 +30,10 @@ Output: ``[{"instances": Instances(height, width)}]`` with the detector's ``pred
 ``scores`` and ``pred_classes``, SAM's ``pred_masks`` (N, H, W) bool, and ``mask_scores`` (N,),
 SAM's predicted IoU of each returned mask.
 
-Weights: ``MODEL.WEIGHTS`` is the detector's checkpoint (e.g. ViTDet's ``model_final_*.pkl``,
-placed into ``model.detector`` by :class:`~sam_d2.checkpoint.SamCheckpointer`) and
-``MODEL.SAM.WEIGHTS`` SAM's (``sam_vit_h_4b8939.pth``, placed into ``model.sam``), loaded after
-it: :func:`sam_d2.engine.load_weights`.
+Weights: ``MODEL.SAM.WEIGHTS`` (``sam_vit_h_4b8939.pth``) is loaded into ``model.sam`` when the
+model is built; ``MODEL.WEIGHTS`` (the detector's ``model_final_*.pkl``, or a sam_d2 checkpoint of
+the whole model) is loaded afterwards by any Detectron2 checkpointer, a detector file landing in
+``model.detector`` (:mod:`sam_d2.modeling.weights`). ``DefaultPredictor(cfg)`` thus runs it.
 """
 
 import logging
@@ -47,6 +47,7 @@ from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
 
 from ...data.transforms import longest_side_shape
+from ..weights import register_part_loading
 from .promptable import PromptableSam
 
 __all__ = [
@@ -79,14 +80,6 @@ def build_detector(cfg: CfgNode) -> nn.Module:
     return META_ARCH_REGISTRY.get(name)(cfg)
 
 
-def _build_sam(cfg: CfgNode) -> PromptableSam:
-    """SAM from ``MODEL.SAM`` (its own normalisation, MODEL.SAM.PIXEL_MEAN/STD), taking RGB input:
-    ``"sam_image"`` is always RGB, whatever the detector's INPUT.FORMAT."""
-    kwargs = PromptableSam.from_config(cfg)
-    kwargs.update(input_format="RGB")
-    return PromptableSam(**kwargs)
-
-
 @META_ARCH_REGISTRY.register()
 class DetectorPromptedSam(nn.Module):
     """A detector's boxes prompt SAM; the detector's boxes/scores/classes with SAM's masks.
@@ -111,7 +104,8 @@ class DetectorPromptedSam(nn.Module):
             detector: a Detectron2 meta-architecture (None when ``box_source == "gt"``).
             sam: the SAM model (its ``prompt_chunk_size`` bounds decoding memory).
             box_source: "detector" or "gt".
-            max_boxes: most boxes per image, highest scores first (<= 0: no limit).
+            max_boxes: most detector boxes per image, highest scores first (<= 0: no limit);
+                ground-truth boxes (the oracle) are all used.
             multimask_output: first pass with 3 outputs, keep the most confident.
             refine: one more decoder pass with the kept mask's logits and the box.
             detector_input_format: channel order of ``"image"`` ("RGB" or "BGR"), used only when
@@ -131,27 +125,23 @@ class DetectorPromptedSam(nn.Module):
         self.multimask_output = multimask_output
         self.refine = refine
         self.detector_input_format = detector_input_format
+        register_part_loading(self, ["sam", "detector"])
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         c = cfg.MODEL.SAM_PROMPTED
         detector = build_detector(cfg) if c.BOX_SOURCE == "detector" else None
+        # "sam_image" is RGB whatever the detector's INPUT.FORMAT
+        sam = PromptableSam(**{**PromptableSam.from_config(cfg), "input_format": "RGB"})
         return dict(
             detector=detector,
-            sam=_build_sam(cfg),
+            sam=sam,
             box_source=c.BOX_SOURCE,
             max_boxes=c.MAX_BOXES,
             multimask_output=c.MULTIMASK_OUTPUT,
             refine=c.REFINE,
             detector_input_format=cfg.INPUT.FORMAT,
         )
-
-    @classmethod
-    def build_test_mapper(cls, cfg: CfgNode):
-        """The dataset mapper providing ``"sam_image"`` (and gt boxes for the oracle)."""
-        from ...data.mappers import DetectorPromptedSamMapper
-
-        return DetectorPromptedSamMapper(cfg, is_train=False)
 
     @property
     def device(self) -> torch.device:
@@ -179,18 +169,20 @@ class DetectorPromptedSam(nn.Module):
 
         Returns:
             per image, ``Instances((height, width))`` with ``pred_boxes``, ``scores`` and
-            ``pred_classes`` (other detector outputs, e.g. its own masks, are dropped).
+            ``pred_classes`` (other detector outputs, e.g. its own masks, are dropped); at most
+            ``max_boxes`` detector boxes, every ground-truth box.
         """
         if self.box_source == "gt":
             found = [self._gt_instances(i, x) for i, x in enumerate(batched_inputs)]
         else:
             found = [r["instances"] for r in self.detector(batched_inputs)]
+        limit = self.max_boxes if self.box_source == "detector" else 0
         results = []
         for inst in found:
             out = Instances(inst.image_size)
             order = torch.argsort(inst.scores, descending=True, stable=True)
-            if self.max_boxes > 0:
-                order = order[: self.max_boxes]
+            if limit > 0:
+                order = order[:limit]
             out.pred_boxes = Boxes(inst.pred_boxes.tensor[order])
             out.scores = inst.scores[order]
             out.pred_classes = inst.pred_classes[order]
@@ -265,7 +257,8 @@ class DetectorPromptedSam(nn.Module):
             out_hw = (int(x.get("height", input_hw[0])), int(x.get("width", input_hw[1])))
             sam_boxes = self.to_sam_frame(b.to(self.device).float(), out_hw, input_hw)
             low_res, iou = self.decode_boxes(embeddings[i : i + 1], sam_boxes)
-            out.append((self.upsample_masks(low_res, input_hw, out_hw), iou))
+            masks = self.sam.logits_to_masks(low_res, input_hw, out_hw, self.sam.prompt_chunk_size)
+            out.append((masks[:, 0], iou))
         return out
 
     @staticmethod
@@ -295,28 +288,13 @@ class DetectorPromptedSam(nn.Module):
         Returns:
             low-res logits (N, 1, 256, 256) and predicted IoUs (N,) of the final masks.
         """
-        prompts = {"point_coords": None, "point_labels": None, "boxes": boxes, "mask_inputs": None}
-        low_res, iou = self.sam.decode_chunked(embedding, prompts, self.multimask_output)
+        sam = self.sam
+        low_res, iou = sam.decode_chunked(embedding, {"boxes": boxes}, self.multimask_output)
         best = iou.argmax(dim=1) if iou.shape[0] else iou.new_zeros(0, dtype=torch.long)
         rows = torch.arange(low_res.shape[0], device=low_res.device)
         low_res, iou = low_res[rows, best][:, None], iou[rows, best]
         if self.refine and boxes.shape[0]:
-            prompts["mask_inputs"] = low_res
-            low_res, iou = self.sam.decode_chunked(embedding, prompts, False)
+            prompts = {"boxes": boxes, "mask_inputs": low_res}
+            low_res, iou = sam.decode_chunked(embedding, prompts, False)
             iou = iou[:, 0]
         return low_res, iou
-
-    def upsample_masks(
-        self, low_res: Tensor, input_hw: Tuple[int, int], out_hw: Tuple[int, int]
-    ) -> Tensor:
-        """(N, 1, 256, 256) logits -> (N, H, W) bool masks at the original size, in chunks."""
-        if low_res.shape[0] == 0:
-            return torch.zeros((0,) + tuple(out_hw), dtype=torch.bool, device=low_res.device)
-        step = max(1, self.sam.prompt_chunk_size)
-        return torch.cat(
-            [
-                self.sam.postprocess_masks(low_res[s : s + step], input_hw, out_hw)[:, 0]
-                > self.sam.mask_threshold
-                for s in range(0, low_res.shape[0], step)
-            ]
-        )

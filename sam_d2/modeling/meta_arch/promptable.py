@@ -25,7 +25,6 @@ from contextlib import nullcontext
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, Boxes, Instances
@@ -34,10 +33,11 @@ from torch import Tensor
 from ...prompts import check_prompts
 from ..build import sam_kwargs_from_cfg
 from ..image_encoder import SamImageEncoder
-from ..losses import sam_mask_losses
+from ..interactive_training import InteractiveTraining
 from ..mask_decoder import MaskDecoder
 from ..prompt_encoder import PromptEncoder
 from ..sam import Sam, build_sam_modules
+from ..weights import load_part_weights, register_part_loading
 
 __all__ = ["PromptableSam", "PROMPT_KEYS"]
 
@@ -63,6 +63,10 @@ class PromptableSam(Sam):
         mask_threshold: float = 0.0,
         prompt_chunk_size: int = 256,
         encoder_dtype: str = "fp32",
+        interactive_training: Optional[InteractiveTraining] = None,
+        freeze_image_encoder: bool = False,
+        activation_checkpointing: bool = False,
+        weights: str = "",
     ) -> None:
         """
         Args:
@@ -71,6 +75,14 @@ class PromptableSam(Sam):
             mask_threshold: logit threshold of binary masks.
             prompt_chunk_size: prompts decoded at once (bounds decoder memory).
             encoder_dtype: "fp32", "bf16" or "fp16"; the encoder runs under autocast unless fp32.
+            interactive_training: the training simulation run by ``losses`` (default: the
+                paper's 11 rounds, :class:`sam_d2.modeling.interactive_training.InteractiveTraining`).
+            freeze_image_encoder: give the image encoder's parameters no gradient (fine-tuning
+                the prompt encoder and mask decoder only).
+            activation_checkpointing: recompute the encoder blocks in backward (less memory).
+            weights: a checkpoint file loaded right away (``MODEL.SAM.WEIGHTS``), so that every
+                Detectron2 loading path builds the model with it (see
+                :mod:`sam_d2.modeling.weights`).
         """
         super().__init__(image_encoder, prompt_encoder, mask_decoder, pixel_mean, pixel_std)
         if input_format not in ("RGB", "BGR"):
@@ -84,6 +96,12 @@ class PromptableSam(Sam):
         self.mask_threshold = mask_threshold
         self.prompt_chunk_size = prompt_chunk_size
         self.encoder_dtype = encoder_dtype
+        self.interactive_training = interactive_training or InteractiveTraining()
+        self.image_encoder.requires_grad_(not freeze_image_encoder)
+        self.image_encoder.activation_checkpointing = activation_checkpointing
+        register_part_loading(self, [""])
+        if weights:
+            load_part_weights(self, weights)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
@@ -99,14 +117,11 @@ class PromptableSam(Sam):
             mask_threshold=cfg.MODEL.SAM.MASK_THRESHOLD,
             prompt_chunk_size=cfg.MODEL.SAM.PROMPT_CHUNK_SIZE,
             encoder_dtype=cfg.MODEL.SAM.ENCODER_DTYPE,
+            interactive_training=InteractiveTraining(cfg),
+            freeze_image_encoder=cfg.MODEL.SAM.TRAIN.FREEZE_IMAGE_ENCODER,
+            activation_checkpointing=cfg.MODEL.SAM.TRAIN.ACTIVATION_CHECKPOINTING,
+            weights=cfg.MODEL.SAM.WEIGHTS,
         )
-
-    @classmethod
-    def build_train_mapper(cls, cfg: CfgNode):
-        """Training data: GT masks with one sampled box or point prompt each."""
-        from ...data.train_mapper import SamTrainMapper
-
-        return SamTrainMapper(cfg)
 
     # ---------------------------------------------------------------- images
     def rgb_images(self, batched_inputs: List[Dict[str, Any]]) -> List[Tensor]:
@@ -154,29 +169,16 @@ class PromptableSam(Sam):
     def decode_chunked(
         self, embedding: Tensor, prompts: Dict[str, Optional[Tensor]], multimask: bool
     ) -> Tuple[Tensor, Tensor]:
-        """Decode N prompts of one image in chunks: logits (N, K, 256, 256), IoUs (N, K)."""
-        n = next(v.shape[0] for v in prompts.values() if v is not None)
-        if n == 0:
-            k = self.mask_decoder.num_mask_tokens - 1 if multimask else 1
-            h, w = self.prompt_encoder.mask_input_size
-            return embedding.new_zeros(0, k, h, w), embedding.new_zeros(0, k)
-        outs = [
-            self.decode(
-                embedding,
-                *(
-                    None if v is None else v[s : s + self.prompt_chunk_size]
-                    for v in (
-                        prompts["point_coords"],
-                        prompts["point_labels"],
-                        prompts["boxes"],
-                        prompts["mask_inputs"],
-                    )
-                ),
-                multimask_output=multimask,
-            )
-            for s in range(0, n, self.prompt_chunk_size)
-        ]
-        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        """Decode N prompts of one image in chunks: logits (N, K, 256, 256), IoUs (N, K).
+
+        ``prompts`` maps each of :data:`PROMPT_KEYS` to a tensor or None (as from ``prompts_of``).
+        """
+        return self.decode_in_chunks(
+            embedding,
+            self.prompt_chunk_size,
+            *(prompts.get(k) for k in PROMPT_KEYS),
+            multimask_output=multimask,
+        )
 
     def to_instances(
         self,
@@ -187,19 +189,7 @@ class PromptableSam(Sam):
     ) -> Instances:
         """Package decoder outputs as ``Instances`` at the original size (see module docstring)."""
         inst = Instances(out_hw)
-        masks = (
-            torch.cat(
-                [
-                    self.postprocess_masks(
-                        low_res[s : s + self.prompt_chunk_size], input_hw, out_hw
-                    )
-                    > self.mask_threshold
-                    for s in range(0, low_res.shape[0], self.prompt_chunk_size)
-                ]
-            )
-            if low_res.shape[0]
-            else low_res.new_zeros((0, low_res.shape[1]) + out_hw, dtype=torch.bool)
-        )
+        masks = self.logits_to_masks(low_res, input_hw, out_hw, self.prompt_chunk_size)
         scores, best = (
             iou.max(dim=1) if iou.shape[0] else (iou.new_zeros(0), iou.new_zeros(0).long())
         )
@@ -242,24 +232,25 @@ class PromptableSam(Sam):
     def losses(
         self, batched_inputs: List[Dict[str, Any]], images: List[Tensor], embeddings: Tensor
     ) -> Dict[str, Tensor]:
-        """Mean SAM losses over all prompts of the batch (targets at low-res resolution)."""
-        s = self.img_size
-        low_h, low_w = self.prompt_encoder.mask_input_size
-        all_logits, all_iou, all_gt = [], [], []
+        """Training losses of the simulated interactive rounds (``self.interactive_training``).
+
+        Prompts are sampled from each input's ``gt_masks`` (N, h, w) on the device; prompt keys
+        in the inputs are not used in training.
+
+        Args:
+            batched_inputs: input dicts, each with ``gt_masks`` in the frame of its ``image``.
+            images: their (3, h, w) RGB images (for the frame size in error messages).
+            embeddings: (B, C, h', w') image embeddings.
+        """
+        gt_masks = []
         for i, (x, img) in enumerate(zip(batched_inputs, images)):
-            input_hw = (img.shape[1], img.shape[2])
-            prompts = self._prompts_or_raise(i, x, input_hw)
             if "gt_masks" not in x:
-                raise KeyError(f"input {i}: training needs 'gt_masks' (N, h, w) per prompt")
-            gt = torch.as_tensor(x["gt_masks"], device=self.device).float()
-            padded = F.pad(gt, (0, s - gt.shape[-1], 0, s - gt.shape[-2]))
-            gt_low = F.interpolate(padded[:, None], (low_h, low_w), mode="bilinear")[:, 0] > 0.5
-            low_res, iou = self.decode_chunked(embeddings[i : i + 1], prompts, True)
-            all_logits.append(low_res)
-            all_iou.append(iou)
-            all_gt.append(gt_low)
-        logits = torch.cat(all_logits)
-        if logits.shape[0] == 0:  # no masks in the batch: zero losses that still backpropagate
-            zero = embeddings.sum() * 0.0
-            return {k: zero for k in ("loss_mask_focal", "loss_mask_dice", "loss_iou")}
-        return sam_mask_losses(logits, torch.cat(all_iou), torch.cat(all_gt))
+                raise KeyError(f"input {i}: training needs 'gt_masks' (N, h, w) per mask")
+            gt = torch.as_tensor(x["gt_masks"], device=self.device)
+            if gt.dim() != 3 or tuple(gt.shape[1:]) != tuple(img.shape[1:]):
+                raise ValueError(
+                    f"input {i} ({x.get('file_name', 'no file_name')}): gt_masks must be "
+                    f"(N, {img.shape[1]}, {img.shape[2]}) like its image, got {tuple(gt.shape)}"
+                )
+            gt_masks.append(gt)
+        return self.interactive_training(self, embeddings, gt_masks)

@@ -37,17 +37,30 @@ import torch.nn.functional as F
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, Instances
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...automatic.generator import AutomaticMaskGenerator
 from ...automatic.mask_set import MaskSet
 from ...automatic.masks import masks_to_boxes
+from ..weights import register_part_loading
 from .promptable import PromptableSam
 
-__all__ = ["SamAutomaticProposals", "generator_kwargs_from_cfg", "RANKINGS"]
+__all__ = [
+    "SamAutomaticProposals",
+    "automatic_inputs",
+    "generator_kwargs_from_cfg",
+    "make_generator",
+    "RANKINGS",
+]
 
 #: How proposals are ranked (and what ``scores`` holds).
 RANKINGS = ("mean", "predicted_iou", "stability_score")
+
+
+#: The paper's LVIS proposal setting (defaults of :class:`SamAutomaticProposals`).
+LVIS_PROPOSAL_SETTING = dict(
+    points_per_side=64, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9
+)
 
 
 def generator_kwargs_from_cfg(cfg: CfgNode) -> Dict[str, Any]:
@@ -70,61 +83,77 @@ def generator_kwargs_from_cfg(cfg: CfgNode) -> Dict[str, Any]:
     )
 
 
+def automatic_inputs(sam: PromptableSam, batched_inputs: List[Dict[str, Any]]) -> List[np.ndarray]:
+    """The (h, w, 3) uint8 RGB images of the inputs, as the automatic generator takes them.
+
+    Float images are rounded and clipped to [0, 255].
+    """
+    images = []
+    for image in sam.rgb_images(batched_inputs):
+        if image.dtype != torch.uint8:
+            image = image.float().round().clamp(0, 255).to(torch.uint8)
+        images.append(np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy()))
+    return images
+
+
+def make_generator(sam: PromptableSam, generator_kwargs: Dict[str, Any]) -> AutomaticMaskGenerator:
+    """An :class:`AutomaticMaskGenerator` on ``sam``; fails at once on bad settings.
+
+    Raises:
+        ValueError: ``generator_kwargs`` set ``model`` or ``output_mode`` (the meta-architecture
+            owns them), or a setting the generator rejects.
+    """
+    for key in ("model", "output_mode"):
+        if key in generator_kwargs:
+            raise ValueError(f"generator_kwargs must not set {key!r}")
+    return AutomaticMaskGenerator(sam, **generator_kwargs)
+
+
 @META_ARCH_REGISTRY.register()
-class SamAutomaticProposals(PromptableSam):
+class SamAutomaticProposals(nn.Module):
     """SAM's automatic generator as a proposal model (see the module docstring). Inference only."""
 
     @configurable
     def __init__(
         self,
         *,
+        sam: PromptableSam,
         generator_kwargs: Optional[Dict[str, Any]] = None,
         max_proposals: int = 1000,
         ranking: str = "mean",
-        **sam_kwargs: Any,
     ) -> None:
         """
         Args:
+            sam: the SAM (its ``input_format`` is the channel order of ``"image"``).
             generator_kwargs: keyword arguments of ``AutomaticMaskGenerator`` (without model and
                 output_mode); defaults: the paper's LVIS setting.
             max_proposals: masks kept per image after ranking.
             ranking: "mean" (of predicted IoU and stability score, the paper's LVIS ranking),
                 "predicted_iou" or "stability_score".
-            sam_kwargs: arguments of :class:`PromptableSam`.
         """
-        super().__init__(**sam_kwargs)
+        super().__init__()
         if ranking not in RANKINGS:
             raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
         if max_proposals < 1:
             raise ValueError(f"max_proposals must be >= 1, got {max_proposals}")
-        kwargs = dict(
-            points_per_side=64,
-            pred_iou_thresh=0.0,
-            stability_score_thresh=0.0,
-            box_nms_thresh=0.9,
-        )
-        kwargs.update(generator_kwargs or {})
-        for key in ("model", "output_mode"):
-            if key in kwargs:
-                raise ValueError(f"generator_kwargs must not set {key!r}")
-        self.generator_kwargs = kwargs
+        self.sam = sam
+        self.generator = make_generator(sam, {**LVIS_PROPOSAL_SETTING, **(generator_kwargs or {})})
         self.max_proposals = int(max_proposals)
         self.ranking = ranking
-        self.make_generator()  # validate the arguments now rather than at the first forward
+        register_part_loading(self, ["sam"])
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
-        ret = super().from_config(cfg)
-        ret.update(
+        return dict(
+            sam=PromptableSam(**PromptableSam.from_config(cfg)),
             generator_kwargs=generator_kwargs_from_cfg(cfg),
             max_proposals=cfg.SAM_AUTO.MAX_PROPOSALS,
             ranking=cfg.SAM_AUTO.RANKING,
         )
-        return ret
 
-    def make_generator(self, **overrides: Any) -> AutomaticMaskGenerator:
-        """An :class:`AutomaticMaskGenerator` on this model with this model's settings."""
-        return AutomaticMaskGenerator(self, **{**self.generator_kwargs, **overrides})
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
 
     def forward(self, batched_inputs: List[Dict[str, Any]]) -> List[Dict[str, Instances]]:
         """Detectron2 contract: list of input dicts -> list of ``{"instances": Instances}``."""
@@ -135,21 +164,13 @@ class SamAutomaticProposals(PromptableSam):
             )
         if not batched_inputs:
             raise ValueError("SamAutomaticProposals got an empty batch")
-        images = [self._uint8_rgb(i, img) for i, img in enumerate(self.rgb_images(batched_inputs))]
-        mask_sets = self.make_generator().generate_mask_sets(images)
+        images = automatic_inputs(self.sam, batched_inputs)
         results = []
-        for x, image, masks in zip(batched_inputs, images, mask_sets):
+        for x, image, masks in zip(batched_inputs, images, self.generator.generate_mask_sets(images)):
             in_hw = image.shape[:2]
             out_hw = (int(x.get("height", in_hw[0])), int(x.get("width", in_hw[1])))
             results.append({"instances": self.to_proposals(masks, out_hw)})
         return results
-
-    @staticmethod
-    def _uint8_rgb(i: int, image: Tensor) -> np.ndarray:
-        """(3, h, w) RGB tensor -> (h, w, 3) uint8 numpy array for the generator."""
-        if image.dtype != torch.uint8:
-            image = image.float().round().clamp(0, 255).to(torch.uint8)
-        return np.ascontiguousarray(image.permute(1, 2, 0).cpu().numpy())
 
     def ranking_scores(self, masks: MaskSet) -> Tensor:
         """(N,) scores of a mask set under ``self.ranking`` (NaN stability counts as 0)."""
@@ -168,7 +189,7 @@ class SamAutomaticProposals(PromptableSam):
         masks, scores = masks.select(order), scores[order]
         dense = masks.decode_masks(device=self.device)
         if tuple(dense.shape[1:]) != tuple(out_hw):
-            dense = _resize_masks(dense, out_hw, self.prompt_chunk_size)
+            dense = _resize_masks(dense, out_hw, self.sam.prompt_chunk_size)
         inst = Instances(tuple(out_hw))
         inst.pred_masks = dense
         inst.scores = scores.float()
