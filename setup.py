@@ -34,6 +34,15 @@ setup(
     ],
     extras_require={
         # httpx: FastAPI's TestClient; playwright: the annotation browser test (system chromium)
-        "dev": ["pytest", "segment-anything==1.0", "ruff", "httpx", "playwright"],
+        "dev": [
+            "pytest",
+            "segment-anything==1.0",
+            "ruff",
+            "httpx",
+            "playwright",
+            # reference oracles of the SAM-family parity tests (never imported by sam_d2)
+            "segment-anything-hq==0.3",
+            "mobilesam-mirror==1.0.0",
+        ],
     },
 )
