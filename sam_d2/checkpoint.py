@@ -1,21 +1,24 @@
-"""Loading official SAM (``sam_vit_*.pth``) and ViTDet (``model_final_*.pkl``) checkpoints.
+"""sam_d2's checkpointer: Detectron2's ``DetectionCheckpointer`` that refuses files that do not fit.
 
-:class:`SamCheckpointer` is a Detectron2 ``DetectionCheckpointer`` that additionally
-- renames official SAM keys onto sam_d2's (``image_encoder.blocks.N.mlp.lin1/2`` ->
-  ``mlp.fc1/2``) and turns ViTDet's cls-token position embedding (1, 1 + s*s, C) into sam_d2's
-  (1, s, s, C) grid;
-- places a checkpoint of a sub-model under the sub-module it belongs to (a SAM checkpoint into
-  ``model.sam`` of a detector-prompted model, a detector checkpoint into ``model.detector``);
-- fails with one line naming the file and the problem for missing, corrupt or mismatched files
-  (another variant's weights, e.g. ViT-H weights into a ViT-B model), and, for official SAM
-  checkpoints, for any missing or unexpected key.
+Layouts need no conversion here: the modules load official files themselves (SAM's ``mlp.lin1``
+names in :class:`~sam_d2.modeling.vit.Mlp`, ViTDet's class-token position embedding stored as
+upstream stores it, sub-model files placed by :mod:`sam_d2.modeling.weights`), so Detectron2's own
+``DetectionCheckpointer`` and ``DefaultPredictor`` load them as well. What this class adds is
+strictness, with one line naming the file:
+
+- a missing or unreadable file, or one without a state dict;
+- tensors whose shapes differ from the model's (with the variant of each, e.g. "the checkpoint is
+  vit_h but the model is vit_b") — Detectron2 would skip them with a warning;
+- a file that leaves parameters of the model unfilled, or holds tensors the model does not have —
+  Detectron2 would warn and go on with a partly random model. Exceptions: parts loaded from their
+  own file (``MODEL.SAM.WEIGHTS``), and ``matching_heuristics`` loads (pretrained backbones, e.g.
+  MAE for ViTDet training), which are partial by design.
 """
 
 import logging
 import os
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import Tensor, nn
 
@@ -24,13 +27,12 @@ from .modeling.families import family_variant_of
 __all__ = [
     "SamCheckpointer",
     "CheckpointError",
-    "convert_official_state_dict",
+    "describe_shape_mismatch",
     "load_sam_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
-_SAM_PREFIXES = ("image_encoder.", "prompt_encoder.", "mask_decoder.")
 _WIDTH_TO_VARIANT = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 
@@ -38,57 +40,47 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or does not fit the model."""
 
 
-def _is_sam_state_dict(keys: Iterable[str]) -> bool:
-    keys = list(keys)
-    return bool(keys) and all(k.startswith(_SAM_PREFIXES) for k in keys)
-
-
-def convert_official_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """Map official SAM / ViTDet key names and layouts onto sam_d2's.
-
-    - ``*.blocks.N.mlp.lin1|lin2`` (official SAM encoder) -> ``*.blocks.N.mlp.fc1|fc2``
-    - ``*pos_embed`` of shape (1, 1 + s*s, C) (ViTDet/MAE, with cls token) -> (1, s, s, C)
-    Other keys pass unchanged. Tensors may be numpy arrays (Detectron2 ``.pkl`` files).
-    """
-    out = {}
-    for key, value in state_dict.items():
-        if ".blocks." in key or key.startswith("blocks."):
-            key = key.replace(".mlp.lin1.", ".mlp.fc1.").replace(".mlp.lin2.", ".mlp.fc2.")
-        if key.endswith("pos_embed") and len(value.shape) == 3:
-            value = torch.as_tensor(value)
-            n = value.shape[1] - 1
-            side = int(round(n**0.5))
-            if side * side != n:
-                raise CheckpointError(
-                    f"{key}: position embedding of shape {tuple(value.shape)} is not 1 + s*s tokens"
-                )
-            value = value[:, 1:].reshape(1, side, side, value.shape[2])
-        out[key] = value
-    return out
-
-
-def _placement_prefix(file_keys: Iterable[str], model_keys: Iterable[str]) -> str:
-    """The sub-module prefix ("" or e.g. "sam.") under which most checkpoint keys exist."""
-    file_keys, model_keys = list(file_keys), set(model_keys)
-    prefixes = {""} | {k.split(".", 1)[0] + "." for k in model_keys}
-    hits = {p: sum((p + k) in model_keys for k in file_keys) for p in prefixes}
-    best = max(sorted(hits), key=lambda p: hits[p])
-    return best if hits[best] > hits[""] else ""
-
-
-def _variant_of(state_dict: Dict[str, Any], prefix: str) -> Optional[str]:
-    family = family_variant_of(state_dict)  # MobileSAM, ...
+def _variant_of(state_dict: Dict[str, Any]) -> Optional[str]:
+    """"vit_b" / "vit_l" / "vit_h" from the width of a SAM image encoder among the tensors, or the
+    SAM-family variant (MobileSAM, ...) the keys reveal."""
+    family = family_variant_of(state_dict)
     if family is not None:
         return family
-    w = state_dict.get(prefix + "image_encoder.patch_embed.proj.weight")
-    return None if w is None else _WIDTH_TO_VARIANT.get(int(w.shape[0]), f"width {w.shape[0]}")
+    for key, value in state_dict.items():
+        if key.endswith("image_encoder.patch_embed.proj.weight"):
+            width = int(value.shape[0])
+            return _WIDTH_TO_VARIANT.get(width, f"width {width}")
+    return None
+
+
+def describe_shape_mismatch(state: Dict[str, Any], own: Dict[str, Tensor]) -> Optional[str]:
+    """One line on the tensors of ``state`` whose shapes differ from the model's ``own``, or None.
+
+    Names the SAM variant of each side when they differ (e.g. ViT-H weights into a ViT-B model).
+    """
+    bad: List[Tuple[str, tuple, tuple]] = [
+        (k, tuple(v.shape), tuple(own[k].shape))
+        for k, v in state.items()
+        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if not bad:
+        return None
+    key, got, want = bad[0]
+    hint = ""
+    ck_variant, model_variant = _variant_of(state), _variant_of(own)
+    if ck_variant and model_variant and ck_variant != model_variant:
+        hint = f"; the checkpoint is {ck_variant} but the model is {model_variant}"
+    return (
+        f"{len(bad)} tensors do not fit the model, e.g. {key}: checkpoint {got} vs model "
+        f"{want}{hint}"
+    )
 
 
 class SamCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer reading official SAM and ViTDet checkpoints as well (see module)."""
+    """DetectionCheckpointer that fails with one line on any file that does not fit (module doc)."""
 
     def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        if path and "://" not in path and not os.path.isfile(path):
+        if path and "://" not in path and not os.path.isfile(path.split("?")[0]):
             raise CheckpointError(f"{path}: checkpoint file not found")
         self._current_file = path
         return super().load(path, *args, **kwargs)
@@ -100,64 +92,43 @@ class SamCheckpointer(DetectionCheckpointer):
             raise CheckpointError(
                 f"{filename}: not a readable checkpoint ({type(e).__name__}: {e})"
             ) from e
-        model = loaded.get("model")
-        if not isinstance(model, dict):
-            raise CheckpointError(f"{filename}: no state dict found (got {type(model).__name__})")
-        loaded["model"] = convert_official_state_dict(model)
-        loaded["__official_sam__"] = _is_sam_state_dict(model)
+        if not isinstance(loaded.get("model"), dict):
+            found = type(loaded.get("model")).__name__
+            raise CheckpointError(f"{filename}: no state dict found (got {found})")
         return loaded
 
     def _load_model(self, checkpoint: Dict[str, Any]) -> Any:
         filename = getattr(self, "_current_file", "<checkpoint>")
-        own = self.model.state_dict()
-        state = checkpoint["model"]
-        if not checkpoint.get("matching_heuristics", False):
-            prefix = _placement_prefix(state.keys(), own.keys())
-            if prefix:
-                logger.info(f"{filename}: loading into sub-module '{prefix[:-1]}'")
-                state = {prefix + k: v for k, v in state.items()}
-                checkpoint["model"] = state
-            self._check_shapes(filename, state, own, prefix)
-            if checkpoint.pop("__official_sam__", False):
-                self._check_complete(filename, state, own, prefix)
-        checkpoint.pop("__official_sam__", None)
-        return super()._load_model(checkpoint)
+        heuristics = checkpoint.get("matching_heuristics", False)
+        if not heuristics:
+            mismatch = describe_shape_mismatch(checkpoint["model"], self.model.state_dict())
+            if mismatch:
+                raise CheckpointError(f"{filename}: {mismatch}")
+        try:
+            incompatible = super()._load_model(checkpoint)
+        except CheckpointError as e:
+            raise CheckpointError(f"{filename}: {e}") from None
+        if not heuristics and incompatible is not None:
+            self._check_complete(filename, incompatible.missing_keys, incompatible.unexpected_keys)
+        return incompatible
 
-    @staticmethod
-    def _check_shapes(
-        filename: str, state: Dict[str, Any], own: Dict[str, Tensor], prefix: str
-    ) -> None:
-        bad = [
-            (k, tuple(v.shape), tuple(own[k].shape))
-            for k, v in state.items()
-            if k in own and tuple(v.shape) != tuple(own[k].shape)
-        ]
-        if not bad:
+    def _check_complete(self, filename: str, missing: List[str], unexpected: List[str]) -> None:
+        if not missing and not unexpected:
             return
-        k, got, want = bad[0]
-        hint = ""
-        ck_variant, model_variant = _variant_of(state, prefix), _variant_of(own, prefix)
-        if ck_variant and model_variant and ck_variant != model_variant:
-            hint = f"; the checkpoint is {ck_variant} but the model is {model_variant}"
+        total = len(self.model.state_dict())
         raise CheckpointError(
-            f"{filename}: {len(bad)} tensors do not fit the model, e.g. {k}: checkpoint {got} vs "
-            f"model {want}{hint}"
+            f"{filename}: does not fit the model: {len(missing)} of its {total} tensors not in the "
+            f"file (e.g. {sorted(missing)[:3]}), {len(unexpected)} tensors of the file unused "
+            f"(e.g. {sorted(unexpected)[:3]})"
         )
-
-    @staticmethod
-    def _check_complete(
-        filename: str, state: Dict[str, Any], own: Dict[str, Tensor], prefix: str
-    ) -> None:
-        expected = {k for k in own if k.startswith(tuple(prefix + p for p in _SAM_PREFIXES))}
-        missing = sorted(expected - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{filename}: SAM checkpoint does not match the model: {len(missing)} missing "
-                f"keys {missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}"
-            )
 
 
 def load_sam_checkpoint(model: nn.Module, path: str) -> None:
-    """Load a checkpoint (official SAM, ViTDet or sam_d2) into ``model`` on CPU-only machines."""
+    """Load a checkpoint (official SAM, ViTDet or sam_d2) into ``model``, strictly, on the CPU."""
     SamCheckpointer(model).load(path)
+
+
+def convert_official_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """Temporary identity (the modules now load official layouts themselves); removed once no
+    caller is left."""
+    return dict(state_dict)

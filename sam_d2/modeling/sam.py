@@ -141,6 +141,72 @@ class Sam(nn.Module):
         masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
+    def decode_in_chunks(
+        self,
+        image_embeddings: Tensor,
+        chunk_size: int,
+        point_coords: Optional[Tensor] = None,
+        point_labels: Optional[Tensor] = None,
+        boxes: Optional[Tensor] = None,
+        mask_inputs: Optional[Tensor] = None,
+        multimask_output: bool = True,
+    ) -> Tuple[Tensor, Tensor]:
+        """:meth:`decode` of N prompts of one image, ``chunk_size`` prompts at a time.
+
+        Args:
+            image_embeddings: (1, C, h, w).
+            chunk_size: prompts per decoder call (bounds memory: each holds a copy of the
+                embedding).
+            point_coords, point_labels, boxes, mask_inputs, multimask_output: as :meth:`decode`;
+                the given ones share their first dimension N (N may be 0).
+
+        Returns:
+            low-res logits (N, K, 4h, 4w) and predicted IoUs (N, K).
+        """
+        prompts = (point_coords, point_labels, boxes, mask_inputs)
+        n = next((p.shape[0] for p in prompts if p is not None), 0)
+        if n == 0:
+            k = self.mask_decoder.num_mask_tokens - 1 if multimask_output else 1
+            h, w = self.prompt_encoder.mask_input_size
+            return image_embeddings.new_zeros(0, k, h, w), image_embeddings.new_zeros(0, k)
+        step = max(1, int(chunk_size))
+        outs = [
+            self.decode(
+                image_embeddings,
+                *(None if p is None else p[s : s + step] for p in prompts),
+                multimask_output=multimask_output,
+            )
+            for s in range(0, n, step)
+        ]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def logits_to_masks(
+        self,
+        low_res: Tensor,
+        input_size: Tuple[int, int],
+        original_size: Tuple[int, int],
+        chunk_size: int,
+    ) -> Tensor:
+        """Binary masks at the original size from low-res logits, ``chunk_size`` prompts at a time.
+
+        Args:
+            low_res: (N, K, h, w) logits on the padded encoder frame.
+            input_size: (h, w) of the resized image before padding.
+            original_size: (H, W) of the original image.
+            chunk_size: prompts upsampled at once (bounds memory).
+
+        Returns:
+            (N, K, H, W) bool, logits above ``mask_threshold``.
+        """
+        out = torch.empty(
+            low_res.shape[:2] + tuple(original_size), dtype=torch.bool, device=low_res.device
+        )
+        step = max(1, int(chunk_size))
+        for s in range(0, low_res.shape[0], step):
+            logits = self.postprocess_masks(low_res[s : s + step], input_size, original_size)
+            out[s : s + step] = logits > self.mask_threshold
+        return out
+
 
 def build_sam_modules(
     variant: str = "vit_b",
