@@ -19,11 +19,11 @@ from PIL import Image
 
 pytest.importorskip("fastapi", reason="the annotation app needs fastapi (pip install fastapi)")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip install httpx)")
-from conftest import shared_path, tiny_sam  # noqa: E402
+from conftest import REPO_ROOT, shared_path, tiny_sam  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from sam_d2 import SamPredictor  # noqa: E402
-from sam_d2.annotate.embeddings import ModelSlot  # noqa: E402
+from sam_d2.annotate.embeddings import ModelSlot, build_app_model  # noqa: E402
 from sam_d2.annotate.register import ENV_VAR, register_from_env  # noqa: E402
 from sam_d2.annotate.server import AppSettings, create_app  # noqa: E402
 from sam_d2.annotate.storage import SOURCES  # noqa: E402
@@ -285,6 +285,30 @@ def test_prefill_stage_two(client):
     assert export["annotations"] == 2  # pending pre-fills are not exported
 
 
+def test_detector_prefill(image_dir, tmp_path):
+    """Stage 2 with a detector: the tiny random ViTDet's boxes prompt SAM through the
+    detector-prompted model; the pending masks are exactly that model's."""
+    sam, model_id, detector = build_app_model(
+        config_file=str(REPO_ROOT / "configs" / "sam_vitdet_tiny_cpu.yaml"),
+        opts=["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],
+        random_seed=0,
+    )
+    assert detector is not None
+    direct = [d for d in detector(image_dir / "dog.jpg") if d["predicted_iou"] >= 0.0]
+    assert direct, "the random detector found nothing to compare"
+    settings = AppSettings(images=image_dir, out=tmp_path / "out", prefetch=0)
+    with TestClient(create_app(settings, ModelSlot(sam, model_id, None, detector))) as c:
+        assert c.get("/api/state").json()["detector"] is True
+        r = c.post("/api/images/dog.jpg/prefill", json={"pred_iou_thresh": 0.0})
+        assert r.status_code == 200, r.text
+        anns = r.json()["annotations"]
+    assert len(anns) == len(direct)
+    for a, d in zip(anns, direct):
+        assert a["source"] == "prefill" and not a["accepted"] and a["stage"] == 2
+        assert a["prompts"]["box"] == d["box"] and a["detector_score"] == d["score"]
+        np.testing.assert_array_equal(coco_to_mask(a["segmentation"]), d["mask"])
+
+
 def test_embeddings_cached_on_disk_and_prefetched(image_dir, tmp_path, model):
     out = tmp_path / "out"
     with make_client(image_dir, out, model) as c:
@@ -309,7 +333,7 @@ def test_switch_checkpoint_without_restart(image_dir, tmp_path, model):
     def load(path):
         m = tiny_sam(seed=0)
         m.load_state_dict(torch.load(path, map_location="cpu"))
-        return m, "tiny-round1"
+        return m, "tiny-round1", None
 
     with make_client(
         image_dir, tmp_path / "out", model, checkpoint_dir=ckpts, load_checkpoint=load
@@ -393,6 +417,8 @@ def test_bad_masks_and_labels(image_dir, tmp_path, model):
         assert c.delete("/api/images/dog.jpg/annotations/99").status_code == 404
         assert c.put("/api/images/dog.jpg/annotations/99", json={}).status_code == 404
         assert c.post("/api/model", json={"checkpoint": "x.pth"}).status_code == 400
+        r = c.post("/api/images/dog.jpg/prefill", json={"source": "detector"})
+        assert r.status_code == 400 and "no detector loaded" in r.json()["detail"]
 
 
 def test_undecodable_image_is_reported_not_fatal(client):

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         return build_app_model(args.variant, checkpoint, args.config_file, args.opts, args.device)
 
     try:
-        model, model_id = build_app_model(
+        model, model_id, detector = build_app_model(
             args.variant,
             args.checkpoint,
             args.config_file,
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         checkpoint_dir=Path(ckpt_dir) if ckpt_dir else None,
         load_checkpoint=load,
     )
-    app = create_app(settings, ModelSlot(model, model_id, args.checkpoint))
+    app = create_app(settings, ModelSlot(model, model_id, args.checkpoint, detector))
     annotator = app.state.annotator
     print(
         f"{len(folder.images)} images, {len(folder.skipped)} skipped files; model {model_id}\n"

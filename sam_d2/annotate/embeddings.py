@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from detectron2.config import CfgNode
 from torch import Tensor
 
 from ..data.image_io import read_image_rgb
@@ -37,6 +38,7 @@ from ..modeling.sam import Sam
 from ..predictor import SamPredictor
 
 __all__ = [
+    "DetectorPrefill",
     "Embedding",
     "EmbeddingCache",
     "Encoder",
@@ -77,11 +79,19 @@ class Embedding:
 
 
 class ModelSlot:
-    """The app's current SAM; swapped whole (never mutated) when switching checkpoints."""
+    """The app's current SAM (and detector pre-fill, if any); swapped whole, never mutated, when
+    switching checkpoints."""
 
-    def __init__(self, model: Sam, model_id: str, checkpoint: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        model: Sam,
+        model_id: str,
+        checkpoint: Optional[str] = None,
+        detector: Optional["DetectorPrefill"] = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._current = (model.eval(), model_id, checkpoint)
+        self._detector = detector
 
     @property
     def current(self) -> Tuple[Sam, str, Optional[str]]:
@@ -89,9 +99,22 @@ class ModelSlot:
         with self._lock:
             return self._current
 
-    def switch(self, model: Sam, model_id: str, checkpoint: Optional[str]) -> None:
+    @property
+    def detector(self) -> Optional["DetectorPrefill"]:
+        """Boxes from a Detectron2 detector prompting this SAM (None without a detector)."""
+        with self._lock:
+            return self._detector
+
+    def switch(
+        self,
+        model: Sam,
+        model_id: str,
+        checkpoint: Optional[str],
+        detector: Optional["DetectorPrefill"] = None,
+    ) -> None:
         with self._lock:
             self._current = (model.eval(), model_id, checkpoint)
+            self._detector = detector
 
     def info(self) -> Dict[str, Optional[str]]:
         _, model_id, checkpoint = self.current
@@ -260,6 +283,40 @@ class Encoder:
                 self._futures.pop(key, None)
 
 
+class DetectorPrefill:
+    """Stage-2 pre-fill from a Detectron2 detector: its boxes prompt SAM through the
+    detector-prompted model (``MODEL.META_ARCHITECTURE: DetectorPromptedSam``), which keeps the
+    most confident of SAM's masks per box and refines it once."""
+
+    def __init__(self, model: torch.nn.Module, cfg: CfgNode) -> None:
+        from ..data.mappers import DetectorPromptedSamMapper
+
+        self.model = model.eval()
+        self.mapper = DetectorPromptedSamMapper(cfg, is_train=False)
+
+    @torch.no_grad()
+    def __call__(self, path: Path) -> List[Dict[str, object]]:
+        """Detections of one image file, most confident box first.
+
+        Returns:
+            dicts with ``mask`` ((H, W) bool numpy), ``box`` (XYXY pixels), ``score`` (the
+            detector's) and ``predicted_iou`` (SAM's for the mask).
+        """
+        inputs = self.mapper({"file_name": str(path), "image_id": 0})
+        inst = self.model([inputs])[0]["instances"].to("cpu")
+        return [
+            {
+                "mask": mask.numpy(),
+                "box": [float(v) for v in box],
+                "score": float(score),
+                "predicted_iou": float(iou),
+            }
+            for mask, box, score, iou in zip(
+                inst.pred_masks, inst.pred_boxes.tensor, inst.scores, inst.mask_scores
+            )
+        ]
+
+
 def build_app_model(
     variant: str = "vit_b",
     checkpoint: Optional[str] = None,
@@ -267,8 +324,8 @@ def build_app_model(
     opts: Sequence[str] = (),
     device: str = "cpu",
     random_seed: Optional[int] = None,
-) -> Tuple[Sam, str]:
-    """The SAM the app prompts, and its id.
+) -> Tuple[Sam, str, Optional[DetectorPrefill]]:
+    """The SAM the app prompts, its id, and a detector pre-fill when the model has a detector.
 
     Args:
         variant: "vit_b" / "vit_l" / "vit_h" when no config is given.
@@ -280,6 +337,9 @@ def build_app_model(
         device: torch device.
         random_seed: with neither checkpoint nor weights, randomise every weight with this seed
             (demos and benchmarks only: the masks mean nothing).
+
+    Returns:
+        (SAM, model id, :class:`DetectorPrefill` or None).
 
     Raises:
         ValueError: no weights were given and ``random_seed`` is None.
@@ -314,8 +374,11 @@ def build_app_model(
             "for a demo with meaningless masks"
         )
     sam = model if isinstance(model, Sam) else getattr(model, "sam", None)
+    detector = None
+    if getattr(model, "detector", None) is not None:
+        detector = DetectorPrefill(model.to(device), cfg)
     if not isinstance(sam, Sam):
         raise ValueError(
             f"{config_file}: the model {type(model).__name__} neither is nor holds a SAM"
         )
-    return sam.to(device).eval(), model_id_for(variant, checkpoint, random_seed)
+    return sam.to(device).eval(), model_id_for(variant, checkpoint, random_seed), detector

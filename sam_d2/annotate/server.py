@@ -49,7 +49,14 @@ from ..automatic.masks import stability_score
 from ..data.image_io import read_image_rgb
 from ..modeling.sam import Sam
 from ..prompts import PromptError
-from .embeddings import Embedding, EmbeddingCache, Encoder, ModelSlot, predictor_for
+from .embeddings import (
+    DetectorPrefill,
+    Embedding,
+    EmbeddingCache,
+    Encoder,
+    ModelSlot,
+    predictor_for,
+)
 from .storage import (
     EXPORT_NAME,
     AnnotationError,
@@ -81,7 +88,8 @@ class AppSettings:
         prefetch: how many following images are pre-encoded in the background.
         prefill: automatic generator settings for stage 2 (``AutomaticMaskGenerator`` keywords).
         checkpoint_dir: folder whose ``*.pth`` files the app may switch to (None: no switching).
-        load_checkpoint: builds a model from a checkpoint path -> (model, model id).
+        load_checkpoint: builds a model from a checkpoint path -> (SAM, model id, detector
+            pre-fill or None), as :func:`~.embeddings.build_app_model`.
     """
 
     images: Path
@@ -95,7 +103,7 @@ class AppSettings:
         )
     )
     checkpoint_dir: Optional[Path] = None
-    load_checkpoint: Optional[Callable[[str], Tuple[Sam, str]]] = None
+    load_checkpoint: Optional[Callable[[str], Tuple[Sam, str, Optional[DetectorPrefill]]]] = None
 
 
 class Point(BaseModel):
@@ -134,6 +142,7 @@ class AnnotationUpdate(BaseModel):
 
 
 class PrefillRequest(BaseModel):
+    source: Optional[Literal["automatic", "detector"]] = None  # default: detector if loaded
     points_per_side: Optional[int] = Field(None, ge=1, le=128)
     pred_iou_thresh: Optional[float] = Field(None, ge=0, le=1)
     stability_score_thresh: Optional[float] = Field(None, ge=0, le=1)
@@ -242,28 +251,65 @@ class Annotator:
         return AutomaticMaskGenerator(model, output_mode="coco_rle", **kwargs), kwargs
 
     def prefill(self, info: ImageInfo, overrides: Dict[str, Any]) -> List[Dict[str, Any]]:
-        """Stage 2 pre-fill: the automatic generator's confident masks, stored as pending."""
-        image = self.read(info)
-        generator, settings = self.generator(overrides)
+        """Stage 2 pre-fill, stored as pending masks: the automatic generator's confident masks,
+        or (``source="detector"``) SAM's masks for a detector's boxes with predicted IoU above
+        ``pred_iou_thresh``."""
+        overrides = dict(overrides)
+        detector = self.slot.detector
+        source = overrides.pop("source", None) or ("detector" if detector else "automatic")
         _, model_id, checkpoint = self.slot.current
-        category = self.settings.default_category
-        with self._generate_lock, torch.no_grad():
-            records = generator.generate(image)
+        made_by = {"id": model_id, "checkpoint": checkpoint}
         anns = []
-        for r in records:
-            ann = make_annotation(
-                r["segmentation"],
-                source="prefill",
-                category=category,
-                stage=2,
-                time_s=0.0,
-                model={"id": model_id, "checkpoint": checkpoint},
-                predicted_iou=float(r["predicted_iou"]),
-                stability_score=float(r["stability_score"]),
-                accepted=False,
-            )
-            ann.update(point_coords=r["point_coords"], crop_box=r["crop_box"])
-            anns.append(ann)
+        if source == "detector":
+            if detector is None:
+                raise HTTPException(
+                    400, "no detector loaded: start with a DetectorPromptedSam config"
+                )
+            thresh = overrides.get("pred_iou_thresh")
+            if thresh is None:
+                thresh = self.settings.prefill.get("pred_iou_thresh", 0.0)
+            settings = {"source": "detector", "pred_iou_thresh": thresh}
+            with self._generate_lock:
+                try:
+                    found = detector(info.path)
+                except (OSError, ValueError) as e:
+                    raise HTTPException(422, f"detector pre-fill of {info.name!r}: {e}") from None
+            for d in found:
+                if d["predicted_iou"] < thresh:
+                    continue
+                ann = make_annotation(
+                    encode_mask(d["mask"]),
+                    source="prefill",
+                    category=self.settings.default_category,
+                    stage=2,
+                    time_s=0.0,
+                    model=made_by,
+                    prompts={"points": [], "box": d["box"]},
+                    predicted_iou=d["predicted_iou"],
+                )
+                ann["detector_score"] = d["score"]
+                anns.append(ann)
+        else:
+            image = self.read(info)
+            generator, settings = self.generator(overrides)
+            settings["source"] = "automatic"
+            with self._generate_lock, torch.no_grad():
+                records = generator.generate(image)
+            for r in records:
+                ann = make_annotation(
+                    r["segmentation"],
+                    source="prefill",
+                    category=self.settings.default_category,
+                    stage=2,
+                    time_s=0.0,
+                    model=made_by,
+                    predicted_iou=float(r["predicted_iou"]),
+                    stability_score=float(r["stability_score"]),
+                )
+                ann.update(point_coords=r["point_coords"], crop_box=r["crop_box"])
+                anns.append(ann)
+        for ann in anns:
+            ann["accepted"] = False
         return self.store.replace_prefill(info.name, anns, dict(settings, model=model_id))
 
     def prefill_all(self) -> None:
@@ -355,6 +401,7 @@ def create_app(settings: AppSettings, slot: ModelSlot) -> FastAPI:
             "stats": ann.store.stats(),
             "prefill": ann.prefill_progress,
             "prefill_settings": settings.prefill,
+            "detector": ann.slot.detector is not None,
         }
 
     @app.get("/api/images/{name:path}/file")
@@ -514,10 +561,10 @@ def create_app(settings: AppSettings, slot: ModelSlot) -> FastAPI:
             )
         path = str(settings.checkpoint_dir / body.checkpoint)
         try:
-            model, model_id = settings.load_checkpoint(path)
+            model, model_id, detector = settings.load_checkpoint(path)
         except Exception as e:  # the loader's own one-line message (CheckpointError, ...)
             raise HTTPException(422, f"cannot load {body.checkpoint!r}: {e}") from None
-        ann.slot.switch(model, model_id, path)
+        ann.slot.switch(model, model_id, path, detector)
         logger.info("switched to %s", model_id)
         return {"current": ann.slot.info(), "checkpoints": available}
 

@@ -15,8 +15,10 @@ const app = {
 };
 // The object being made: prompts, the model's candidates, the mask shown (Uint8Array, row-major).
 let edit = null;
-// Click -> mask drawn latencies in ms (read by the benchmark and the browser test).
+// Click -> mask drawn latencies in ms, and the server's time per prediction (read by
+// tools/benchmark_annotate.py and the browser test).
 window.samLatencies = [];
+window.samServerMs = [];
 
 // ------------------------------------------------------------------ masks
 // COCO compressed RLE string -> run lengths (the format of pycocotools' rleToString: 5 bits per
@@ -178,6 +180,7 @@ async function predict(t0) {
   app.busy++;
   try {
     const r = await api("POST", imageUrl(app.current, "/predict"), body);
+    window.samServerMs.push(r.decode_ms);
     edit.candidates = r.masks.map(rleDecode);
     edit.scores = r.scores; edit.stability = r.stability; edit.idx = r.best;
     edit.mask = edit.candidates[edit.idx].slice();
