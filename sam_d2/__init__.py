@@ -20,6 +20,10 @@ from .model_registry import SamAutomaticMaskGenerator, sam_model_registry
 from .modeling.sam import Sam
 from .predictor import SamPredictor
 from .prompts import PromptError
+from .annotate.register import register_from_env
+
+# The annotation app's COCO exports named in $SAM_D2_COCO_DATASETS (the retrain loop).
+register_from_env()
 
 __all__ = [
     "AutomaticMaskGenerator",
