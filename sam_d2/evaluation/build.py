@@ -16,9 +16,9 @@ def _coco(cfg: CfgNode, name: str, out: str) -> DatasetEvaluator:
 
 
 def _lvis(cfg: CfgNode, name: str, out: str) -> DatasetEvaluator:
-    from detectron2.evaluation import LVISEvaluator
+    from .lvis import LVISAPEvaluator  # faster-coco-eval's LVIS mode, equal to lvis-api
 
-    return LVISEvaluator(name, cfg, True, out)
+    return LVISAPEvaluator(name, out)
 
 
 def _lvis_mask_ar(cfg: CfgNode, name: str, out: str) -> DatasetEvaluator:
