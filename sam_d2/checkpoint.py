@@ -41,7 +41,7 @@ class CheckpointError(RuntimeError):
 
 
 def _variant_of(state_dict: Dict[str, Any]) -> Optional[str]:
-    """"vit_b" / "vit_l" / "vit_h" from the width of a SAM image encoder among the tensors, or the
+    """ "vit_b" / "vit_l" / "vit_h" from the width of a SAM image encoder among the tensors, or the
     SAM-family variant (MobileSAM, ...) the keys reveal."""
     family = family_variant_of(state_dict)
     if family is not None:

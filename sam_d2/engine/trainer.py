@@ -23,6 +23,7 @@ from ..data.mappers import DetectorPromptedSamMapper, build_lsj_mapper
 from ..data.point_mapper import PointEvalDatasetMapper
 from ..data.train_mapper import SamTrainMapper
 from ..evaluation.build import build_evaluator
+from ..evaluation.point_miou import average_point_miou
 from ..modeling.meta_arch import (
     DetectorPromptedSam,
     PromptableSam,
@@ -30,8 +31,9 @@ from ..modeling.meta_arch import (
     SamClickBenchmark,
     SamEdgeDetector,
 )
-from ..evaluation.point_miou import average_point_miou
 from ..modeling.vit import ViT, lr_decay_rate
+from ..utils.atomic import atomic_open
+from .resumable import run_evaluation
 
 __all__ = [
     "Trainer",
@@ -82,7 +84,8 @@ def check_trainable(cfg: CfgNode) -> None:
     """Raise at once when ``MODEL.META_ARCHITECTURE`` cannot be trained."""
     if issubclass(_meta_arch(cfg), INFERENCE_ONLY):
         raise ValueError(
-            f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE} is inference-only (run it with --eval-only); "
+            f"MODEL.META_ARCHITECTURE={cfg.MODEL.META_ARCHITECTURE} is inference-only (run it "
+            "with --eval-only); "
             "fine-tune SAM with PromptableSam (configs/sam_vit_*.yaml) and a detector with its own "
             "meta-architecture, then load their weights"
         )
@@ -103,7 +106,7 @@ def write_results(cfg: CfgNode, results: Dict[str, Any]) -> None:
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         path = os.path.join(cfg.OUTPUT_DIR, "results.json")
-        with open(path, "w") as f:
+        with atomic_open(path) as f:
             json.dump(results, f, indent=2, default=float)
         logger.info(f"Results written to {path}")
 
@@ -179,7 +182,7 @@ class Trainer(DefaultTrainer):
     @classmethod
     def test(cls, cfg: CfgNode, model: nn.Module, evaluators: Optional[List] = None):
         """Evaluate every test set; several point-benchmark sets also get their mean (SA-23)."""
-        results = super().test(cfg, model, evaluators)
+        results = run_evaluation(cls, cfg, model, evaluators)  # checks data, records, resumes
         point = {
             name: res
             for name, res in results.items()

@@ -7,7 +7,8 @@ Official files hold one sub-model each: a SAM file (``sam_vit_*.pth``) has ``ima
 — Detectron2's ``DetectionCheckpointer`` (``DefaultPredictor``, ``DefaultTrainer``), sam_d2's
 ``SamCheckpointer``, or a plain call — the pre-hook then
 
-1. places a file that fits one part under that part's name (``image_encoder.x`` -> ``sam.image_encoder.x``);
+1. places a file that fits one part under that part's name (``image_encoder.x`` ->
+   ``sam.image_encoder.x``);
 2. refuses tensors of the wrong shape (another variant's file);
 3. lets a part be absent from the file when it was already loaded from its own file
    (:func:`load_part_weights`, ``MODEL.SAM.WEIGHTS``): its current tensors are passed through, so
@@ -20,7 +21,7 @@ Official files hold one sub-model each: a SAM file (``sam_vit_*.pth``) has ``ima
 A checkpoint that does not fit therefore never leaves a part of the model random.
 """
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Sequence
 
 from torch import nn
 
@@ -53,7 +54,9 @@ def _place(state_dict: Dict[str, Any], prefix: str, parts: Mapping[str, nn.Modul
         if any(k.startswith(target) for k in state_dict):
             continue  # the file already has this part in the whole model's layout
         heads = tuple(f"{prefix}{n}." for n in _top_level_names(part))
-        for key in [k for k in state_dict if k.startswith(heads) and not k.startswith(part_prefixes)]:
+        for key in [
+            k for k in state_dict if k.startswith(heads) and not k.startswith(part_prefixes)
+        ]:
             state_dict[target + key[len(prefix) :]] = state_dict.pop(key)
 
 

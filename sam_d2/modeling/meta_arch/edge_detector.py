@@ -106,7 +106,9 @@ class SamEdgeDetector(nn.Module):
             raise ValueError("SamEdgeDetector got an empty batch")
         images = automatic_inputs(self.sam, batched_inputs)
         results = []
-        for x, image, masks in zip(batched_inputs, images, self.generator.generate_mask_sets(images)):
+        for x, image, masks in zip(
+            batched_inputs, images, self.generator.generate_mask_sets(images)
+        ):
             image_hw = image.shape[:2]
             input_hw = self.generator.input_size(image_hw)
             probs = self.mask_probabilities(masks, input_hw, image_hw)

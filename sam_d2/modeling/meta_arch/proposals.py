@@ -166,7 +166,9 @@ class SamAutomaticProposals(nn.Module):
             raise ValueError("SamAutomaticProposals got an empty batch")
         images = automatic_inputs(self.sam, batched_inputs)
         results = []
-        for x, image, masks in zip(batched_inputs, images, self.generator.generate_mask_sets(images)):
+        for x, image, masks in zip(
+            batched_inputs, images, self.generator.generate_mask_sets(images)
+        ):
             in_hw = image.shape[:2]
             out_hw = (int(x.get("height", in_hw[0])), int(x.get("width", in_hw[1])))
             results.append({"instances": self.to_proposals(masks, out_hw)})
