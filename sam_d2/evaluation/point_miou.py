@@ -15,7 +15,7 @@ not objects. A dataset with no evaluated object is reported with NaN and left ou
 Means use ``math.fsum`` (exactly rounded, independent of order), so 1 and N processes give the
 same numbers; if the same (image, object) reaches the evaluator twice it counts once.
 
-Reference (DESIGN §4): SAM ViT-H on SA-23 ≈ 58.1 mIoU@1, 81.3 mIoU@5 (as re-reported by SAM 2).
+Reference: SAM ViT-H on SA-23 ≈ 58.1 mIoU@1, 81.3 mIoU@5 (as re-reported by SAM 2).
 """
 
 import itertools

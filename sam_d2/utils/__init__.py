@@ -1,0 +1,1 @@
+"""Small utilities shared across sam_d2 (random weights for parity tests and benchmarks)."""

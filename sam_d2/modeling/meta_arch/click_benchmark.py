@@ -198,7 +198,7 @@ class SamClickBenchmark(nn.Module):
         Returns:
             (C, K, H, W) bool.
         """
-        return self.sam.postprocess_masks(low_res, input_hw, out_hw) > self.sam.mask_threshold
+        return self.sam.logits_to_masks(low_res, input_hw, out_hw, chunk_size=low_res.shape[0])
 
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
