@@ -1,1 +1,1 @@
-"""Small utilities shared across sam_d2 (random weights for parity tests and benchmarks)."""
+"""Small utilities shared across sam_d2: atomic file writes, random weights for parity tests."""
