@@ -348,6 +348,7 @@ def build_app_model(
     from ..modeling.build import build_sam
     from ..utils.random_weights import randomize_state_dict
 
+    sam_weights = ""  # SAM's own weights, loaded when a config's model is built
     if config_file:
         from detectron2.config import get_cfg
         from detectron2.modeling import build_model
@@ -362,23 +363,30 @@ def build_app_model(
         model = build_model(cfg)
         checkpoint = checkpoint or cfg.MODEL.WEIGHTS or None
         variant = cfg.MODEL.SAM.VARIANT
+        sam_weights = cfg.MODEL.SAM.get("WEIGHTS", "")
     else:
         model = build_sam(variant)
     if checkpoint:
         SamCheckpointer(model).load(checkpoint)
     elif random_seed is not None:
         model.load_state_dict(randomize_state_dict(model.state_dict(), random_seed))
-    else:
+    elif not sam_weights:
         raise ValueError(
-            "no weights: give --checkpoint (or MODEL.WEIGHTS in the config), or --random-weights "
-            "for a demo with meaningless masks"
+            "no weights: give --checkpoint (or MODEL.WEIGHTS / MODEL.SAM.WEIGHTS in the config), "
+            "or --random-weights for a demo with meaningless masks"
         )
     sam = model if isinstance(model, Sam) else getattr(model, "sam", None)
-    detector = None
-    if getattr(model, "detector", None) is not None:
-        detector = DetectorPrefill(model.to(device), cfg)
     if not isinstance(sam, Sam):
         raise ValueError(
             f"{config_file}: the model {type(model).__name__} neither is nor holds a SAM"
         )
-    return sam.to(device).eval(), model_id_for(variant, checkpoint, random_seed), detector
+    detector = None
+    if getattr(model, "detector", None) is not None:
+        detector = DetectorPrefill(model.to(device), cfg)
+    if sam_weights and sam_weights != checkpoint:  # SAM's file (+ the detector's, if any)
+        model_id = model_id_for(variant, sam_weights)
+        if checkpoint:
+            model_id += f"+{Path(checkpoint).name}"
+    else:
+        model_id = model_id_for(variant, checkpoint, random_seed)
+    return sam.to(device).eval(), model_id, detector

@@ -131,7 +131,7 @@ function draw() {
   ctx.drawImage(app.img, 0, 0);
   ctx.drawImage(app.annLayer, 0, 0);
   ctx.drawImage(app.editLayer, 0, 0);
-  const r = Math.max(4, app.width / 250);
+  const r = 6 * app.width / canvas.getBoundingClientRect().width;  // 6 screen pixels
   if (app.selected !== null) {
     const a = app.anns.find((x) => x.id === app.selected);
     if (a) { ctx.strokeStyle = "#fff"; ctx.lineWidth = r / 2; ctx.strokeRect(...a.bbox); }
