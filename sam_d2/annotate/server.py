@@ -199,6 +199,8 @@ class Annotator:
         except (OSError, ValueError) as e:
             self.unreadable[info.name] = str(e)
             raise HTTPException(422, f"image {info.name!r} cannot be decoded: {e}") from None
+        except RuntimeError as e:  # the model was switched while the image was queued
+            raise HTTPException(409, f"{e}; open the image again") from None
 
     def category(self, value: Optional[str]) -> str:
         value = (value or self.settings.default_category).strip()

@@ -442,6 +442,14 @@ $("export").onclick = async () => {
   const r = await api("POST", "/api/export");
   $("export-result").textContent = `${r.annotations} masks of ${r.images} images -> ${r.path}`;
 };
+$("category").addEventListener("change", async () => {  // relabel the selected object
+  const a = app.anns.find((x) => x.id === app.selected);
+  if (!a || (edit && edit.annId !== a.id) || category() === a.category) return;
+  const prev = { category: a.category }, next = { category: category() };
+  const put = async (body) => { replaceAnn(await api("PUT", imageUrl(app.current, `/annotations/${a.id}`), body)); refreshAfterSave(); };
+  await put(next);
+  record({ undo: () => put(prev), redo: () => put(next) });
+});
 $("switch").onclick = async () => {
   const r = await api("POST", "/api/model", { checkpoint: $("checkpoints").value });
   status(`model: ${r.current.id}`); refreshState();
