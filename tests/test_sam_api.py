@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_SAM, tiny_sam
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from sam_reference import MINI, matched_models, randomize_, reference_sam
@@ -11,17 +12,9 @@ from segment_anything import sam_model_registry
 import sam_d2
 from sam_d2 import CheckpointError, PromptError, SamPredictor
 
-TINY = dict(
-    img_size=256, embed_dim=32, depth=2, num_heads=2, global_attn_indexes=(1,), window_size=8
-)
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    model = sam_d2.build_sam("custom", **TINY)
-    model.load_state_dict(randomize_(model.state_dict()))
-    return model
+    return tiny_sam(seed=0)
 
 
 @pytest.mark.parametrize("variant", ["vit_b", "vit_l", "vit_h"])
@@ -165,7 +158,7 @@ def test_meta_arch_inputs_and_errors(tiny):
 
 
 def test_gradients_reach_encoder_and_decoder(tiny):
-    model = sam_d2.build_sam("custom", drop_path_rate=0.1, **TINY)
+    model = sam_d2.build_sam("custom", drop_path_rate=0.1, **TINY_SAM)
     model.load_state_dict(tiny.state_dict())
     model.train()
     gt = torch.zeros(2, 128, 256, dtype=torch.bool)
@@ -188,7 +181,7 @@ def test_gradients_reach_encoder_and_decoder(tiny):
         "image_encoder.blocks.1.attn.rel_pos_w",
         "image_encoder.neck.0.weight",
         "prompt_encoder.point_embeddings.2.weight",
-        "mask_decoder.output_hypernetworks_mlps.1.layers.0.weight",
+        "mask_decoder.output_hypernetworks_mlps.0.layers.0.weight",  # the multi-prompt rounds
         "mask_decoder.iou_prediction_head.layers.2.weight",
     ):
         grad = named[name].grad
