@@ -6,11 +6,12 @@ import torch
 from conftest import TINY_SAM, tiny_sam
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from sam_reference import MINI, matched_models, randomize_, reference_sam
+from sam_reference import MINI, matched_models, reference_sam
 from segment_anything import sam_model_registry
 
 import sam_d2
 from sam_d2 import CheckpointError, PromptError, SamPredictor
+
 
 @pytest.fixture(scope="module")
 def tiny():
@@ -51,7 +52,11 @@ def test_checkpoint_errors_name_file_and_problem(tmp_path):
     ref = reference_sam(**MINI)
     truncated = {k: v for k, v in ref.state_dict().items() if "mask_decoder" not in k}
     torch.save(truncated, tmp_path / "truncated.pth")
-    with pytest.raises(CheckpointError, match=r"truncated.pth: checkpoint fills 82 of 202 tensors of the model \(missing e.g. \['mask_decoder"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"truncated.pth: checkpoint fills 82 of 202 tensors of the model "
+        r"\(missing e.g. \['mask_decoder",
+    ):
         sam_d2.build_sam("custom", checkpoint=str(tmp_path / "truncated.pth"), **MINI)
 
     # A ViT-H-shaped encoder checkpoint into a ViT-B model.
