@@ -285,6 +285,26 @@ def test_prefill_stage_two(client):
     assert export["annotations"] == 2  # pending pre-fills are not exported
 
 
+def test_prefill_all_images_resumes(image_dir, tmp_path, model):
+    """``--prefill``: every image once; undecodable ones are logged, not fatal; a second run
+    (a restart) skips the images already pre-filled."""
+    small = tmp_path / "small"
+    small.mkdir()
+    for name in ("dog.jpg", "truncated.jpg", "rgba.png"):
+        shutil.copy(image_dir / name, small / name)
+    with make_client(small, tmp_path / "out", model) as c:
+        annotator = c.app.state.annotator
+        annotator.prefill_all()
+        assert annotator.prefill_progress == {"running": False, "done": 3, "total": 3}
+        state = c.get("/api/state").json()
+        pending = {i["name"]: i["pending"] for i in state["images"]}
+        assert pending["dog.jpg"] > 0 and pending["rgba.png"] > 0 and pending["truncated.jpg"] == 0
+        assert state["images"][2]["error"]  # truncated.jpg, reported
+    with make_client(small, tmp_path / "out", model) as c:
+        c.app.state.annotator.prefill_all()
+        assert c.app.state.annotator.prefill_progress["total"] == 1  # only the failed one again
+
+
 def test_detector_prefill(image_dir, tmp_path):
     """Stage 2 with a detector: the tiny random ViTDet's boxes prompt SAM through the
     detector-prompted model; the pending masks are exactly that model's."""
