@@ -277,6 +277,18 @@ def test_bad_box_source_missing_gt_and_training():
         DetectorPromptedSamMapper(_cfg(), is_train=True)
 
 
+def test_oracle_uses_every_gt_box_beyond_max_boxes():
+    """MAX_BOXES bounds detector boxes only: the ground-truth oracle never drops an object."""
+    model = build_model(
+        _cfg("MODEL.SAM_PROMPTED.BOX_SOURCE", "gt", "MODEL.SAM_PROMPTED.MAX_BOXES", 2)
+    ).eval()
+    boxes = np.array([[i * 10, 5, i * 10 + 8, 40] for i in range(5)], np.float32)
+    x = _inputs(np.zeros((64, 80, 3), np.uint8), boxes)
+    with torch.no_grad():
+        out = model([x])[0]["instances"]
+    assert len(out) == 5 and torch.equal(out.pred_boxes.tensor, torch.as_tensor(boxes))
+
+
 def test_empty_gt_gives_empty_instances():
     model = build_model(_cfg("MODEL.SAM_PROMPTED.BOX_SOURCE", "gt")).eval()
     x = _inputs(np.zeros((64, 80, 3), np.uint8), np.zeros((0, 4), np.float32))
