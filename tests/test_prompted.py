@@ -433,8 +433,8 @@ def run_oracle_eval(output_dir: str, shifts: Sequence[int]) -> Dict[str, Any]:
                 "OracleDetectorPromptedSam",
                 "MODEL.SAM_PROMPTED.BOX_SOURCE",
                 "gt",
-                "MODEL.SAM_PROMPTED.MAX_BOXES",
-                "100",
+                # the tiny config's MAX_BOXES (20) is below the sample's GT count (40): the
+                # oracle must still use them all
                 "DATASETS.TEST",
                 '("coco_2017_val",)',
                 "OUTPUT_DIR",
