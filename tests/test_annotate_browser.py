@@ -1,10 +1,11 @@
 """The annotation app in a real browser: headless Debian Chromium driven by Playwright.
 
 Opens the page on real photos from ../shared/data with a tiny random SAM, clicks an object, sees
-the mask drawn, adds a background click, accepts, pre-fills another image and accepts its
-masks, exports, and checks that the exported COCO JSON loads in Detectron2 with exactly those
-masks (the clicked one equal to SamPredictor's for the same clicks). A screenshot of the page is
-kept as ``output/test_artifacts/annotate_browser.png``.
+the mask drawn, adds a background click, accepts; drags a box, paints with the brush, undoes and
+redoes the stroke, accepts; deletes an object and undoes that; pre-fills another image and
+accepts its masks, exports, and checks that the exported COCO JSON loads in Detectron2 with
+exactly those masks (the clicked one equal to SamPredictor's for the same clicks). A screenshot
+of the page is kept as ``output/test_artifacts/annotate_browser.png``.
 """
 
 import json
@@ -94,6 +95,37 @@ def test_click_accept_prefill_export_in_chromium(browser, tmp_path):
         page.wait_for_function("document.querySelectorAll('#objects li').length === 1")
         page.wait_for_function("document.querySelector('#status').textContent.includes('saved')")
 
+        # a dragged box, a brush stroke, undo / redo of the stroke, accept (source "edited")
+        canvas = page.locator("#canvas").bounding_box()
+        p0, p1 = _click_point(page, 300, 300), _click_point(page, 1200, 900)
+        page.mouse.move(canvas["x"] + p0["x"], canvas["y"] + p0["y"])
+        page.mouse.down()
+        page.mouse.move(canvas["x"] + p1["x"], canvas["y"] + p1["y"], steps=5)
+        page.mouse.up()
+        _wait_predictions(page, 3)
+        assert page.evaluate("edit.box !== null && edit.candidates.length === 1")
+        count = "edit.mask.reduce((a, b) => a + b, 0)"
+        before = page.evaluate(count)
+        page.keyboard.press("b")
+        page.evaluate("edit.mask.fill(0, 0, app.width * 50)")  # room for the stroke: rows 0-49
+        cleared = page.evaluate(count)
+        page.mouse.click(canvas["x"] + 20, canvas["y"] + 5)
+        painted = page.evaluate(count)
+        assert painted > cleared
+        page.keyboard.press("Control+z")
+        assert page.evaluate(count) == cleared
+        page.keyboard.press("Control+y")
+        assert page.evaluate(count) == painted and before > 0
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelectorAll('#objects li').length === 2")
+        page.keyboard.press("p")
+        # delete the first object, then undo the deletion
+        page.click("#objects li[data-id='1']")
+        page.keyboard.press("Delete")
+        page.wait_for_function("document.querySelectorAll('#objects li').length === 1")
+        page.keyboard.press("Control+z")
+        page.wait_for_function("document.querySelectorAll('#objects li').length === 2")
+
         # stage 2 on the other image: pre-fill, accept all
         page.click("#images li[data-name='dog.jpg']")
         page.wait_for_function("document.body.dataset.ready === '1' && app.current === 'dog.jpg'")
@@ -109,12 +141,16 @@ def test_click_accept_prefill_export_in_chromium(browser, tmp_path):
         shutil.copy(tmp_path / "page.png", ARTIFACT)
         latencies = page.evaluate("window.samLatencies")
     assert not errors, errors
-    assert len(latencies) == 2
+    assert len(latencies) == 3
 
-    # the saved truck mask is SamPredictor's for the same two clicks (logits fed back)
+    # the clicked truck mask (deleted, then restored by undo) is SamPredictor's for the same two
+    # clicks with the logits fed back; the boxed one was edited with the brush
     truck = json.loads((tmp_path / "out" / "truck.jpg.json").read_text())["annotations"]
-    assert len(truck) == 1 and truck[0]["source"] == "point" and truck[0]["accepted"]
-    pts = truck[0]["prompts"]["points"]
+    assert [a["source"] for a in truck] == ["edited", "point"]
+    assert [a["id"] for a in truck] == [2, 3] and all(a["accepted"] for a in truck)
+    assert truck[0]["prompts"]["box"] is not None
+    clicked = truck[1]
+    pts = clicked["prompts"]["points"]
     assert [p["label"] for p in pts] == [1, 0]
     predictor = SamPredictor(model)
     predictor.set_image(read_image_rgb(images / "truck.jpg"))
@@ -125,7 +161,7 @@ def test_click_accept_prefill_export_in_chromium(browser, tmp_path):
         mask_input=logits[np.argmax(scores)][None],
         multimask_output=False,
     )
-    np.testing.assert_array_equal(coco_to_mask(truck[0]["segmentation"]), second[0])
+    np.testing.assert_array_equal(coco_to_mask(clicked["segmentation"]), second[0])
 
     # the export holds exactly the accepted masks of both images
     dog = json.loads((tmp_path / "out" / "dog.jpg.json").read_text())["annotations"]

@@ -263,8 +263,8 @@ class Encoder:
                 if self._stopped:
                     return
                 _, _, key, path = heapq.heappop(self._queue)
-                fut = self._futures[key]
-                if fut.done() or not fut.set_running_or_notify_cancel():
+                fut = self._futures.get(key)  # None: done via a duplicate (re-prioritised) entry
+                if fut is None or fut.done() or not fut.set_running_or_notify_cancel():
                     continue
             try:
                 model, model_id, _ = self.slot.current
