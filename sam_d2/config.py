@@ -109,6 +109,10 @@ def _add_engine_config(cfg: CN) -> None:
     # Evaluator for the test sets: "" picks it from each dataset's metadata.evaluator_type;
     # otherwise one of "coco", "lvis", "lvis_mask_ar", "bsds_edges", "point_miou".
     _C.TEST.EVALUATOR = ""
+    # Evaluation writes each image's evaluator record to OUTPUT_DIR/inference/<dataset>/records
+    # as it is produced. True: reuse those of an interrupted run with the same config and run the
+    # model on the remaining images only (same final numbers); False: start afresh.
+    _C.TEST.RESUME = False
     # Optimizer: "SGD" (Detectron2's default) or "ADAMW" (SAM / ViTDet recipe).
     _C.SOLVER.OPTIMIZER = "SGD"
     # Layer-wise lr decay for ViT blocks (1.0 = off; the SAM recipe uses 0.8).
