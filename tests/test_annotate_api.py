@@ -23,7 +23,12 @@ from conftest import REPO_ROOT, shared_path, tiny_sam  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from sam_d2 import SamPredictor  # noqa: E402
-from sam_d2.annotate.embeddings import ModelSlot, build_app_model  # noqa: E402
+from sam_d2.annotate.embeddings import (  # noqa: E402
+    EmbeddingCache,
+    Encoder,
+    ModelSlot,
+    build_app_model,
+)
 from sam_d2.annotate.register import ENV_VAR, register_from_env  # noqa: E402
 from sam_d2.annotate.server import AppSettings, create_app  # noqa: E402
 from sam_d2.annotate.storage import SOURCES  # noqa: E402
@@ -342,6 +347,23 @@ def test_embeddings_cached_on_disk_and_prefetched(image_dir, tmp_path, model):
     with make_client(image_dir, out, model) as c:  # restarted: loaded, not encoded again
         assert c.post("/api/images/dog.jpg/embed").json()["encode_s"] == 0
         assert c.post("/api/images/groceries.jpg/embed").json()["encode_s"] == 0
+
+
+def test_encoder_reprioritised_request_keeps_the_worker_alive(image_dir, tmp_path, model):
+    """An image queued in the background then opened is queued twice; the stale entry must not
+    break the worker."""
+    encoder = Encoder(ModelSlot(model, "tiny"), EmbeddingCache(tmp_path / "cache"))
+    done = []
+    encoder.on_encoded = lambda path, seconds: done.append(path.name)
+    queued = [encoder.request(image_dir / n, Encoder.BACKGROUND) for n in ("dog.jpg", "rgba.png")]
+    urgent = encoder.request(image_dir / "rgba.png")  # already queued: moved ahead
+    assert urgent is queued[1]
+    for f in queued:
+        f.result(timeout=60)
+    assert sorted(done) == ["dog.jpg", "rgba.png"]  # each encoded once
+    later = encoder.request(image_dir / "sub" / "gray.png")  # the worker is still alive
+    assert later.result(timeout=60).original_size == (40, 60)
+    encoder.stop()
 
 
 def test_switch_checkpoint_without_restart(image_dir, tmp_path, model):
