@@ -166,6 +166,7 @@ class Annotator:
         self._session_lock = threading.Lock()
         self._generate_lock = threading.Lock()  # one automatic generation at a time
         self._image_bytes: "OrderedDict[str, Tuple[bytes, str]]" = OrderedDict()
+        self._bytes_lock = threading.Lock()
         self.unreadable: Dict[str, str] = {}
         self.prefill_progress: Dict[str, Any] = {"running": False, "done": 0, "total": 0}
         for s in self.folder.skipped:
@@ -231,8 +232,9 @@ class Annotator:
 
     def image_bytes(self, info: ImageInfo) -> Tuple[bytes, str]:
         """The decoded image (exactly the pixels SAM sees) as JPEG or PNG bytes."""
-        if info.name in self._image_bytes:
-            return self._image_bytes[info.name]
+        with self._bytes_lock:
+            if info.name in self._image_bytes:
+                return self._image_bytes[info.name]
         rgb = self.read(info)
         lossy = info.path.suffix.lower() in (".jpg", ".jpeg", ".webp")
         ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 92]) if lossy else (".png", [])
@@ -240,9 +242,10 @@ class Annotator:
         if not ok:
             raise HTTPException(500, f"could not encode {info.name!r} for the browser")
         out = (buf.tobytes(), "image/jpeg" if lossy else "image/png")
-        self._image_bytes[info.name] = out
-        while len(self._image_bytes) > 4:
-            self._image_bytes.popitem(last=False)
+        with self._bytes_lock:
+            self._image_bytes[info.name] = out
+            while len(self._image_bytes) > 4:
+                self._image_bytes.popitem(last=False)
         return out
 
     def generator(self, overrides: Dict[str, Any]) -> Tuple[AutomaticMaskGenerator, Dict[str, Any]]:
@@ -489,8 +492,9 @@ def create_app(settings: AppSettings, slot: ModelSlot) -> FastAPI:
             raise HTTPException(422, f"mask: {e}") from None
         _, model_id, checkpoint = ann.slot.current
         model = None
-        if body.source != "brush":
-            model = {"id": body.model or model_id, "checkpoint": checkpoint}
+        if body.source != "brush":  # the page says which model predicted it (maybe an older one)
+            same = body.model in (None, model_id)
+            model = {"id": body.model or model_id, "checkpoint": checkpoint if same else None}
         record = make_annotation(
             rle,
             source=body.source,

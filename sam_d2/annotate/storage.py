@@ -87,6 +87,7 @@ class ImageFolder:
     root: Path
     images: List[ImageInfo] = field(default_factory=list)
     skipped: List[Dict[str, str]] = field(default_factory=list)  # {"name", "reason"}
+    _index: Dict[str, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def scan(cls, root: os.PathLike) -> "ImageFolder":
@@ -116,13 +117,15 @@ class ImageFolder:
 
     def get(self, name: str) -> ImageInfo:
         """The image called ``name``; names are looked up, never joined onto a path."""
-        for info in self.images:
-            if info.name == name:
-                return info
-        raise KeyError(f"no image {name!r} in {self.root}")
+        return self.images[self.index(name)]
 
     def index(self, name: str) -> int:
-        return [i.name for i in self.images].index(name)
+        """Position of image ``name`` in :attr:`images`."""
+        if len(self._index) != len(self.images):
+            self._index = {info.name: i for i, info in enumerate(self.images)}
+        if name not in self._index:
+            raise KeyError(f"no image {name!r} in {self.root}")
+        return self._index[name]
 
 
 def _walk(root: Path) -> Iterator[Path]:
