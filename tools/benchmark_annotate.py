@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from sam_d2.annotate.embeddings import ModelSlot, build_app_model
 from sam_d2.annotate.server import AppSettings, ServerThread, create_app
@@ -133,6 +134,7 @@ def _screenshot(page, box, path: Path) -> None:
         page.wait_for_function(f"window.samLatencies.length === {n + 1}")
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)  # a smaller file
     print(f"screenshot: {path}")
 
 
