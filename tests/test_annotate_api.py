@@ -284,8 +284,9 @@ def test_prefill_stage_two(client):
     assert pending[0]["id"] in kept and manual["id"] in kept  # accepted and manual ones stay
     assert all(p["id"] not in kept for p in pending[1:])  # old pending ones replaced
     assert len(rec) == 2 + len(again["annotations"])
-    stats = client.get("/api/state").json()["stats"]["stages"]
-    assert stats["2"]["masks"] == 1 and stats["2"]["total_s"] == 3
+    stats = client.get("/api/state").json()["stats"]
+    assert stats["stages"]["2"]["masks"] == 1 and stats["stages"]["2"]["total_s"] == 3
+    assert stats["prefilled_accepted"] == 1
     export = client.post("/api/export").json()
     assert export["annotations"] == 2  # pending pre-fills are not exported
 

@@ -309,10 +309,15 @@ class AnnotationStore:
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> Dict[str, Any]:
-        """Masks and annotation time per stage (the paper's metrics) over the saved images."""
+        """Masks and annotation time per stage (the paper's metrics) over the saved images.
+
+        Stage times count masks made or edited by hand; pre-filled masks accepted as they are
+        are counted apart (``prefilled_accepted``).
+        """
         per_stage: Dict[str, List[float]] = {"1": [], "2": []}
         images_done = 0
         masks = 0
+        prefilled = 0
         for info in self.folder.images:
             if not self.json_path(info.name).exists():
                 continue
@@ -320,13 +325,16 @@ class AnnotationStore:
             images_done += bool(accepted)
             masks += len(accepted)
             for a in accepted:
-                if a["source"] != "prefill":  # untouched pre-filled masks cost no mask time
+                if a["source"] == "prefill":  # accepted as pre-filled: no annotation time
+                    prefilled += 1
+                else:
                     per_stage[str(a["stage"])].append(float(a["time_s"]))
         return {
             "images": len(self.folder.images),
             "images_done": images_done,
             "masks": masks,
             "masks_per_image": masks / images_done if images_done else 0.0,
+            "prefilled_accepted": prefilled,
             "stages": {
                 s: {
                     "masks": len(t),

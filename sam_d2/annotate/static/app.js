@@ -389,7 +389,8 @@ async function refreshState() {
   const fmt = (v) => (v === null ? "-" : v.toFixed(1));
   $("stats").innerHTML = `<tr><td>masks / image</td><td>${s.stats.masks_per_image.toFixed(1)}</td></tr>` +
     `<tr><td>stage 1 masks</td><td>${st["1"].masks}, ${fmt(st["1"].mean_s_per_mask)} s/mask</td></tr>` +
-    `<tr><td>stage 2 masks</td><td>${st["2"].masks}, ${fmt(st["2"].mean_s_per_mask)} s/mask</td></tr>`;
+    `<tr><td>stage 2 masks</td><td>${st["2"].masks}, ${fmt(st["2"].mean_s_per_mask)} s/mask</td></tr>` +
+    `<tr><td>pre-filled, accepted</td><td>${s.stats.prefilled_accepted}</td></tr>`;
   $("model").textContent = `current: ${s.model.id}`;
   $("checkpoints").innerHTML = s.checkpoints.map((c) => `<option>${escapeHtml(c)}</option>`).join("");
 }
