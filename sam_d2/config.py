@@ -281,9 +281,19 @@ def _add_auto_config(cfg: CN) -> None:
     _C.SAM_AUTO.RANKING = "mean"
 
 
+def _add_family_config(cfg: CN) -> None:
+    _C = cfg
+    # The SAM family (sam_d2.modeling.families): MODEL.SAM.VARIANT also takes "vit_t" (MobileSAM)
+    # and "hq_vit_b" / "hq_vit_l" / "hq_vit_h" (HQ-SAM).
+    # HQ-SAM: return the HQ token's mask alone (True) instead of SAM's mask plus the HQ mask
+    # (False, the official default).
+    _C.MODEL.SAM.HQ_TOKEN_ONLY = False
+
+
 def add_sam_config(cfg: CN) -> None:
     """Add every sam_d2 key, with its default, to a Detectron2 config (in place)."""
     _add_model_config(cfg)
+    _add_family_config(cfg)
     _add_engine_config(cfg)
     _add_vitdet_config(cfg)
     _add_prompted_config(cfg)

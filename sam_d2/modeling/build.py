@@ -25,6 +25,8 @@ def sam_kwargs_from_cfg(cfg: CfgNode) -> Dict[str, Any]:
         iou_head_hidden_dim=c.DECODER.IOU_HEAD_HIDDEN_DIM,
         drop_path_rate=c.DROP_PATH_RATE,
     )
+    if c.VARIANT.startswith("hq_"):  # HQ-SAM (sam_d2.modeling.families)
+        kwargs["hq_token_only"] = c.HQ_TOKEN_ONLY
     if c.VARIANT == "custom":
         e = c.ENCODER
         kwargs.update(

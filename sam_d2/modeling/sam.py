@@ -241,6 +241,7 @@ def build_sam_modules(
             f"unknown SAM variant {variant!r}; expected one of "
             f"{sorted(ENCODER_PRESETS) + sorted(FAMILY_VARIANTS)} or 'custom'"
         )
+    decoder_options = {k: enc.pop(k) for k in family.decoder_options if k in enc} if family else {}
     patch = int(enc.get("patch_size", 16))
     grid = img_size // patch
     image_encoder = (family.build_encoder if family is not None else SamImageEncoder)(
@@ -264,5 +265,6 @@ def build_sam_modules(
         iou_head_depth=iou_head_depth,
         iou_head_hidden_dim=iou_head_hidden_dim,
         **(family.decoder_kwargs(image_encoder) if family is not None else {}),
+        **decoder_options,
     )
     return image_encoder, prompt_encoder, mask_decoder
