@@ -31,7 +31,7 @@ from sam_d2.annotate.embeddings import (  # noqa: E402
 )
 from sam_d2.annotate.register import ENV_VAR, register_from_env  # noqa: E402
 from sam_d2.annotate.server import AppSettings, create_app  # noqa: E402
-from sam_d2.annotate.storage import SOURCES  # noqa: E402
+from sam_d2.annotate.storage import SOURCES, atomic_write_json  # noqa: E402
 from sam_d2.automatic.rle import coco_to_mask, mask_to_rle  # noqa: E402
 from sam_d2.data.image_io import read_image_rgb  # noqa: E402
 
@@ -490,6 +490,15 @@ def test_corrupt_annotation_file_is_kept_aside(image_dir, tmp_path, model):
     assert json.loads((out / "dog.jpg.json").read_text())["annotations"][0]["id"] == 1
     with make_client(image_dir, out, model) as c:  # still reported after a restart
         assert len(c.get("/api/state").json()["problems"]) == 1
+
+
+def test_interrupted_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "a.json"
+    atomic_write_json(path, {"annotations": [1]})
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"annotations": [object()]})  # fails half-way through dumping
+    assert json.loads(path.read_text()) == {"annotations": [1]}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary file left
 
 
 def test_port_in_use_is_one_line(image_dir, tmp_path, capsys):
