@@ -43,11 +43,16 @@ class PromptError(ValueError):
     """A prompt has the wrong shape, an unknown label, or lies outside the image."""
 
 
-def _open(path: str, role: str, providers: Sequence[str]) -> ort.InferenceSession:
+def _open(
+    path: str,
+    role: str,
+    providers: Sequence[str],
+    session_options: Optional[ort.SessionOptions],
+) -> ort.InferenceSession:
     if not os.path.isfile(path):
         raise OnnxModelError(f"{path}: {role} ONNX file not found")
     try:
-        return ort.InferenceSession(path, providers=list(providers))
+        return ort.InferenceSession(path, session_options, providers=list(providers))
     except Exception as e:  # onnxruntime raises its own exception types; keep the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OnnxModelError(f"{path}: not a loadable ONNX model ({first})") from None
@@ -72,6 +77,7 @@ class SamOnnxPredictor:
         decoder_path: str,
         providers: Sequence[str] = ("CPUExecutionProvider",),
         variant: Optional[str] = None,
+        session_options: Optional[ort.SessionOptions] = None,
     ) -> None:
         """
         Args:
@@ -80,13 +86,14 @@ class SamOnnxPredictor:
                 ``segment_anything`` decoder export with all mask outputs is accepted too.
             providers: onnxruntime execution providers.
             variant: if given ("vit_b", "vit_l", "vit_h"), the files must be of this variant.
+            session_options: onnxruntime options of both sessions (e.g. thread counts).
 
         Raises:
             OnnxModelError: a file is missing, is not the expected part, or the two files come
                 from different models (another variant, or other weights).
         """
-        self.encoder = _open(encoder_path, "encoder", providers)
-        self.decoder = _open(decoder_path, "decoder", providers)
+        self.encoder = _open(encoder_path, "encoder", providers, session_options)
+        self.decoder = _open(decoder_path, "decoder", providers, session_options)
         enc, dec = _meta(self.encoder), _meta(self.decoder)
         if enc.get(md.KEY_ROLE) != md.ROLE_ENCODER:
             raise OnnxModelError(

@@ -16,7 +16,13 @@ from conftest import REPO_ROOT, shared_path
 from PIL import Image
 
 import sam_d2
-from sam_d2.export import SamOnnxDecoder, export_sam, export_sam_decoder, weights_fingerprint
+from sam_d2.export import (
+    SamOnnxDecoder,
+    export_sam,
+    export_sam_decoder,
+    export_sam_encoder,
+    weights_fingerprint,
+)
 from sam_d2.utils.random_weights import randomize_state_dict
 from sam_d2_onnx import OnnxModelError, PromptError, SamOnnxPredictor
 
@@ -206,13 +212,15 @@ def test_decoder_wrapper_matches_official_onnx_model():
     )
     rng = np.random.default_rng(0)
     for single in (False, True):
-        for k, labels in ((2, [1, -1]), (3, [1, 0, -1]), (4, [0, 1, 2, 3])):
+        # One click + padding (the single-mask rule picks a multimask output) and points + box
+        # (it picks the single-mask output).
+        for k, labels in ((2, [1, -1]), (4, [0, 1, 2, 3]))[int(not single) :]:
             feed = (
                 torch.randn(1, 256, 64, 64),
                 torch.from_numpy(rng.uniform(0, 1024, (1, k, 2)).astype(np.float32)),
                 torch.tensor([labels], dtype=torch.float32),
                 torch.randn(1, 1, 256, 256),
-                torch.tensor([float(k == 3)]),
+                torch.tensor([float(k == 4)]),
                 torch.tensor([321.0, 481.0]),
             )
             with torch.no_grad():
@@ -227,7 +235,11 @@ def test_decoder_wrapper_matches_official_onnx_model():
 def vit_b_single_decoder(tmp_path_factory):
     """A real ViT-B model's decoder, exported with the single-mask rule (another variant and
     other weights than the tiny export)."""
-    model = _randomize(sam_d2.build_sam("vit_b"), seed=1)
+    model = sam_d2.build_sam("vit_b").eval()
+    state = model.state_dict()
+    decoder = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
+    with torch.no_grad():  # randomising ViT-B's encoder too would only cost time
+        model.load_state_dict({**state, **randomize_state_dict(decoder, seed=1)})
     path = tmp_path_factory.mktemp("onnx_vit_b") / "decoder.onnx"
     export_sam_decoder(model, path, "vit_b", weights_fingerprint(model), return_single_mask=True)
     return model, path
@@ -408,3 +420,18 @@ def test_torch_free_predictor_in_a_process_without_torch(exported, predictors, t
     assert np.abs(res["emb"] - p_torch.get_image_embedding().numpy()).max() <= TOL
     assert np.abs(res["low"] - low).max() <= TOL and np.abs(res["iou"] - iou).max() <= TOL
     assert _agreement(res["masks"], masks) >= MIN_AGREEMENT
+
+
+def test_encoder_with_external_weights_file(tiny, exported, predictors, tmp_path):
+    """ViT-H's encoder exceeds protobuf's 2 GB: its weights go to encoder.onnx.data, which must
+    travel with the graph (moved into place together) and load from beside it."""
+    path = export_sam_encoder(
+        tiny, tmp_path / "encoder.onnx", "custom", weights_fingerprint(tiny), external_data=True
+    )
+    data = tmp_path / "encoder.onnx.data"
+    assert data.stat().st_size > path.stat().st_size
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder.onnx", "encoder.onnx.data"]
+    p = SamOnnxPredictor(str(path), str(exported["decoder"]))
+    p.set_image(_image("bsds500", "images", "test", "101084.jpg"))
+    ref = predictors["bsds_portrait"][1].get_image_embedding().numpy()
+    assert np.abs(p.get_image_embedding() - ref).max() <= TOL

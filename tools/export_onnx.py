@@ -74,6 +74,10 @@ def build_model(args: argparse.Namespace):
 
     if args.checkpoint and args.random_weights is not None:
         raise ValueError("give either --checkpoint or --random-weights, not both")
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"{args.checkpoint}: checkpoint file not found")
+    if not (args.checkpoint or args.config_file or args.random_weights is not None):
+        raise ValueError("no weights: give --checkpoint (or MODEL.WEIGHTS), or --random-weights")
     if args.config_file:
         from detectron2.config import get_cfg
         from detectron2.modeling import build_model as d2_build_model

@@ -204,8 +204,12 @@ def _export(
     dynamic_shapes: Mapping[str, Optional[Dict[int, object]]],
     meta: Mapping[str, str],
     opset: int,
+    external_data: Optional[bool] = None,
 ) -> Path:
-    """Export ``module`` to ``path`` atomically, with ``meta`` in the file's metadata."""
+    """Export ``module`` to ``path`` atomically, with ``meta`` in the file's metadata.
+
+    ``external_data``: weights in ``<path>.data`` (None: only above protobuf's 2 GB limit).
+    """
     out_dir = _check_out_dir(path.parent)
     module = module.eval()
     # The math attention kernel while tracing: with the fused CPU kernel the trace records
@@ -231,7 +235,7 @@ def _export(
     program.model.metadata_props.update(meta)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=out_dir))
     try:
-        program.save(tmp / path.name)
+        program.save(tmp / path.name, external_data=external_data)
         _move_into_place(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -261,7 +265,12 @@ def _meta(sam: Sam, variant: str, fingerprint: str, role: str) -> Dict[str, str]
 
 
 def export_sam_encoder(
-    sam: Sam, path: Path, variant: str, fingerprint: str, opset: int = OPSET
+    sam: Sam,
+    path: Path,
+    variant: str,
+    fingerprint: str,
+    opset: int = OPSET,
+    external_data: Optional[bool] = None,
 ) -> Path:
     """Export the image encoder (see the module docstring for its input and output).
 
@@ -271,6 +280,8 @@ def export_sam_encoder(
         variant: recorded in the metadata ("vit_b", "vit_l", "vit_h", "custom").
         fingerprint: :func:`weights_fingerprint` of ``sam``, recorded in the metadata.
         opset: ONNX opset.
+        external_data: weights in ``<path>.data`` beside the graph; None (default) does so only
+            above protobuf's 2 GB limit (ViT-H).
     """
     s = sam.img_size
     h = torch.export.Dim("height", min=2, max=s)
@@ -285,6 +296,7 @@ def export_sam_encoder(
         {"image": {0: h, 1: w}},
         _meta(sam, variant, fingerprint, md.ROLE_ENCODER),
         opset,
+        external_data,
     )
 
 
