@@ -31,6 +31,7 @@ unfitting checkpoint or output folder stop the run with one line and exit status
 """
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -237,9 +238,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         job = prepare(args)
     except StageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     setup_logging()
+    # When one process fails, launch stops the others; that notice adds nothing to our line.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="automatic_masks-") as report_dir:
         job.report_dir = report_dir
         try:

@@ -466,13 +466,14 @@ def _read(path: str) -> Tuple[Optional[np.ndarray], str]:
         return None, str(e)
 
 
-def _process(job: StageJob, indices: Sequence[int], stats: RankStats) -> None:
+def _process(
+    job: StageJob, generator: AutomaticMaskGenerator, indices: Sequence[int], stats: RankStats
+) -> None:
     """Segment the images ``indices`` of ``job.items`` and write their files."""
     from PIL import Image
 
     # Local files of any size are welcome: SAM resizes each crop and masks stay RLE-compressed.
     Image.MAX_IMAGE_PIXELS = None
-    generator = _build_generator(job.cfg)
     output, progress = Path(job.output), _Progress(job, len(indices))
     progress.update(0)
     start = time.monotonic()
@@ -546,6 +547,7 @@ def run_stage(job: StageJob) -> RankStats:
     elif world > 1:
         # Share the machine's cores between its processes instead of oversubscribing them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // comm.get_local_size()))
+    generator = _build_generator(job.cfg)  # fails, if at all, before any file is written
     todo = _prepare(job)
     mine = shard(todo, rank, world)
     stats = RankStats(rank=rank, skipped=len(job.items) - len(todo))
@@ -554,7 +556,7 @@ def run_stage(job: StageJob) -> RankStats:
             f"{len(job.items)} images, {stats.skipped} already done, {len(todo)} to segment "
             f"on {world} process(es)"
         )
-    _process(job, mine, stats)
+    _process(job, generator, mine, stats)
     return stats
 
 
@@ -644,7 +646,7 @@ def stage_worker(job: StageJob) -> None:
     try:
         stats = run_stage(job)
     except (StageError, CheckpointError) as e:
-        _report(job, f"error-rank{comm.get_rank()}", str(e))
+        _report(job, f"error-rank{comm.get_rank()}", " ".join(str(e).split()))
         raise SystemExit(2) from e
     all_stats = comm.all_gather(stats)
     if comm.is_main_process():
