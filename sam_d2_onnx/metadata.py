@@ -1,12 +1,14 @@
-"""The metadata that sam_d2's ONNX export writes into each file, read back by the predictor.
+"""The contract between sam_d2's ONNX export and the predictor: decoder I/O names and metadata.
 
 Kept apart from the predictor (no onnxruntime import) so that the exporter and the predictor share
-one definition of the keys. Values are strings (ONNX ``metadata_props``).
+one definition. Metadata values are strings (ONNX ``metadata_props``).
 """
 
 from typing import Mapping
 
 __all__ = [
+    "DECODER_INPUTS",
+    "DECODER_OUTPUTS",
     "KEY_ROLE",
     "KEY_VARIANT",
     "KEY_WEIGHTS",
@@ -21,6 +23,17 @@ __all__ = [
     "PRODUCER",
     "describe",
 ]
+
+# Inputs and outputs of the decoder, in order: the official segment_anything export's names.
+DECODER_INPUTS = (
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "orig_im_size",
+)
+DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 
 PRODUCER = "sam_d2"
 KEY_ROLE = "sam_d2.role"  # which part of SAM the file holds (ROLE_*)

@@ -21,15 +21,6 @@ __all__ = ["SamOnnxPredictor", "OnnxModelError", "PromptError"]
 logger = logging.getLogger(__name__)
 
 MaybeArray = Optional[np.ndarray]
-DECODER_INPUTS = (
-    "image_embeddings",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-    "orig_im_size",
-)
-DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 # Point labels of the decoder graph: 1 fg, 0 bg, 2/3 box corners, -1 padding.
 _BOX_CORNER_LABELS = (2.0, 3.0)
 _PAD_LABEL = -1.0
@@ -115,10 +106,10 @@ class SamOnnxPredictor:
         self, decoder_path: str, dec: Dict[str, str], encoder_path: str, enc: Dict[str, str]
     ) -> None:
         names = tuple(i.name for i in self.decoder.get_inputs())
-        if names != DECODER_INPUTS:
+        if names != md.DECODER_INPUTS:
             raise OnnxModelError(
                 f"{decoder_path}: not a SAM decoder: inputs {list(names)}, "
-                f"expected {list(DECODER_INPUTS)} ({md.describe(dec)})"
+                f"expected {list(md.DECODER_INPUTS)} ({md.describe(dec)})"
             )
         if md.KEY_ROLE not in dec:
             logger.warning(
@@ -228,7 +219,7 @@ class SamOnnxPredictor:
             mask = np.zeros((1, 1) + self.mask_input_size, np.float32)
             has_mask = np.zeros(1, np.float32)
         masks, iou, low_res = self.decoder.run(
-            list(DECODER_OUTPUTS),
+            list(md.DECODER_OUTPUTS),
             {
                 "image_embeddings": self.features,
                 "point_coords": coords,

@@ -1,7 +1,8 @@
 """ONNX export and the torch-free predictor: onnxruntime vs the torch model on real images.
 
 A tiny SAM (64-d, 2-block encoder at the real 1024 input, the real decoder) with fully random
-weights is exported once per module; ViT-B is exported only by ``tools/benchmark_onnx.py``.
+weights is exported once per module; of ViT-B only the decoder is exported here (its encoder only
+by ``tools/benchmark_onnx.py``).
 """
 
 import json

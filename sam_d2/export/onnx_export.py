@@ -59,19 +59,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The dynamo exporter's native opset (torchlib is written for 18; higher ones are reached by
-# version conversion). onnxruntime 1.31 runs opsets up to 23, so 18 leaves ample margin for
-# older runtimes (onnxruntime >= 1.14, onnxruntime-web).
+# The dynamo exporter's native opset (torchlib is written for 18; a higher one is reached by
+# ONNX's version converter). Current onnxruntime (1.31/1.32) runs it, and so do runtimes back to
+# onnxruntime 1.14; only 18 is tested.
 OPSET = 18
-DECODER_INPUTS = (
-    "image_embeddings",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-    "orig_im_size",
-)
-DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 _MAX_PROMPTS, _MAX_POINTS = 65536, 4096
 
 
@@ -332,8 +323,8 @@ def export_sam_decoder(
         SamOnnxDecoder(sam, return_single_mask),
         example,
         Path(path),
-        DECODER_INPUTS,
-        DECODER_OUTPUTS,
+        md.DECODER_INPUTS,
+        md.DECODER_OUTPUTS,
         {
             "image_embeddings": None,
             "point_coords": {0: n, 1: p},
