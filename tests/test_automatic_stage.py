@@ -148,6 +148,30 @@ def test_sa1b_json_layout(setup, reference):
     assert ids == [1, 2, 3, 4, 5, 6]
 
 
+def test_sa1b_reader_reads_the_output(setup, reference, tmp_path):
+    sa1b = pytest.importorskip("sam_d2.data.sa1b", reason="no SA-1B reader in this checkout")
+    for name, data in reference.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    dicts = sa1b.load_sa1b_dicts(str(tmp_path), str(setup["images"]))
+    images = sorted(setup["images"].rglob("*.jpg"))
+    assert sorted(Path(d["file_name"]) for d in dicts) == images
+    for d in dicts:
+        loaded = sa1b.read_sa1b_json(d["sa1b_json"])
+        doc = json.loads(Path(d["sa1b_json"]).read_text())
+        assert Path(d["file_name"]) == setup["images"] / doc["image"]["file_name"]
+        assert (loaded["height"], loaded["width"]) == (
+            doc["image"]["height"],
+            doc["image"]["width"],
+        )
+        assert len(loaded["annotations"]) == len(doc["annotations"]) == 48
+        for got, want in zip(loaded["annotations"], doc["annotations"]):
+            assert got["id"] == want["id"] and got["bbox"] == want["bbox"]
+            assert got["predicted_iou"] == want["predicted_iou"]
+            got_mask, want_mask = (mask_utils.decode(a["segmentation"]) for a in (got, want))
+            np.testing.assert_array_equal(got_mask, want_mask)
+
+
 def test_killed_run_resumes_to_the_same_files(setup, reference, tmp_path, capfd):
     cmd = [sys.executable, str(TOOL)] + _base(setup) + LOOSE + ["--output", str(tmp_path)]
     proc = subprocess.Popen(
@@ -272,19 +296,31 @@ def test_documented_form_failing_processes_give_one_line(setup, tmp_path):
 
 
 def test_image_list_names_and_ids(tmp_path):
-    for rel in ("a/x.jpg", "a/x.png", "a/deep/y.jpg", "b/x.jpg", "b/notes.txt"):
+    for rel in (
+        "a/x.jpg",
+        "a/x.png",
+        "a/deep/y.jpg",
+        "b/x.jpg",
+        "b/x.png",
+        "b/notes.txt",
+        "d/x.jpg",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     a, b = tmp_path / "a", tmp_path / "b"
-    items = collect_images([str(a), str(b / "x.jpg"), str(tmp_path / "*" / "x.jpg")], True)
+    inputs = [str(a), str(b / "x.jpg"), str(tmp_path / "[ab]" / "x.*"), str(tmp_path / "d/x.jpg")]
+    items = collect_images(inputs, recursive=True)
     assert [(i.file_name, i.output_name, i.image_id) for i in items] == [
         ("deep/y.jpg", "deep/y", 1),
         ("x.jpg", "x", 2),
-        ("x.png", "x_1", 3),
-        ("x.jpg", "x_2", 4),  # b/x.jpg; the glob's a/x.jpg and b/x.jpg were named before
+        ("x.png", "x.png", 3),
+        ("x.jpg", "x.jpg", 4),  # b/x.jpg
+        ("b/x.png", "b/x", 5),  # from the glob, relative to its base; a/x.* and b/x.jpg are known
+        ("x.jpg", "x_1", 6),  # d/x.jpg
     ]
-    shallow = collect_images([str(a)], recursive=False, exclude=[str(a / "deep")])
-    assert [i.file_name for i in shallow] == ["x.jpg", "x.png"]
+    assert [i.file_name for i in collect_images([str(a)])] == ["x.jpg", "x.png"]
+    kept = collect_images([str(a)], recursive=True, exclude=[str(a / "deep")])
+    assert [i.file_name for i in kept] == ["x.jpg", "x.png"]
     (tmp_path / "c").mkdir()
     with pytest.raises(StageError, match="folder .*c holds no images"):
         collect_images([str(tmp_path / "c")])

@@ -28,6 +28,7 @@ Multi-machine jobs need ``output`` on a file system every machine shares.
 """
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from glob import glob, has_magic
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -155,6 +156,13 @@ def _within(path: Path, folders: Sequence[Path]) -> bool:
     return any(f == path or f in path.parents for f in folders)
 
 
+def _name_candidates(stem: str, full: str) -> Iterator[str]:
+    """Output names for an image, preferred first: ``a/x``, ``a/x.png``, ``a/x_1``, ..."""
+    yield stem
+    yield full
+    yield from (f"{stem}_{k}" for k in itertools.count(1))
+
+
 def collect_images(
     inputs: Sequence[str], recursive: bool = False, exclude: Sequence[str] = ()
 ) -> List[ImageItem]:
@@ -162,8 +170,11 @@ def collect_images(
 
     Folders contribute their images (``recursive``: also in sub-folders), sorted. Each image
     keeps its path relative to the folder (or to the glob pattern's fixed leading folder; a
-    plain file: its name) as ``file_name`` and, without suffix, as output name; clashes between
-    inputs get ``_1``, ``_2``, ... . An image named twice is kept once (first occurrence).
+    plain file: its name) as ``file_name`` and, without suffix, as output name, so that
+    ``a/x.json`` describes ``a/x.jpg`` as in SA-1B. When that name is taken (``x.jpg`` and
+    ``x.png`` in one folder) the name keeps its suffix (``a/x.png.json``, the annotation app's
+    convention); a clash between inputs gets ``_1``, ``_2``, ... . An image named twice is kept
+    once (first occurrence).
 
     Args:
         inputs: files, folders or glob patterns.
@@ -203,11 +214,9 @@ def collect_images(
         if key in seen or _within(key, excluded):
             continue
         seen.add(key)
-        stem = PurePosixPath(relative.as_posix()).with_suffix("").as_posix()
-        name, k = stem, 0
-        while name in used:
-            k += 1
-            name = f"{stem}_{k}"
+        full = relative.as_posix()
+        stem = PurePosixPath(full).with_suffix("").as_posix()
+        name = next(n for n in _name_candidates(stem, full) if n not in used)
         used.add(name)
         items.append(ImageItem(str(path), relative.as_posix(), name, len(items) + 1))
     if not items:
