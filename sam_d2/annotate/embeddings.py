@@ -43,6 +43,7 @@ __all__ = [
     "EmbeddingCache",
     "Encoder",
     "ModelSlot",
+    "ModelSwitched",
     "build_app_model",
     "file_sha256",
     "model_id_for",
@@ -211,6 +212,10 @@ def predictor_for(model: Sam, emb: Embedding) -> SamPredictor:
     return predictor
 
 
+class ModelSwitched(RuntimeError):
+    """A queued embedding was for a model that is no longer the current one."""
+
+
 class Encoder:
     """Computes embeddings on one worker thread, most urgent first, each at most once."""
 
@@ -268,8 +273,8 @@ class Encoder:
                     continue
             try:
                 model, model_id, _ = self.slot.current
-                if model_id != key[0]:  # the model changed since the request
-                    raise RuntimeError("the model was switched before this image was encoded")
+                if model_id != key[0]:
+                    raise ModelSwitched("the model was switched before this image was encoded")
                 with torch.no_grad():
                     emb = encode_image(model, read_image_rgb(path))
                 self.cache.put(model_id, key[1], emb)

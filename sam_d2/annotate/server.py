@@ -55,6 +55,7 @@ from .embeddings import (
     EmbeddingCache,
     Encoder,
     ModelSlot,
+    ModelSwitched,
     predictor_for,
 )
 from .storage import (
@@ -200,7 +201,7 @@ class Annotator:
         except (OSError, ValueError) as e:
             self.unreadable[info.name] = str(e)
             raise HTTPException(422, f"image {info.name!r} cannot be decoded: {e}") from None
-        except RuntimeError as e:  # the model was switched while the image was queued
+        except ModelSwitched as e:
             raise HTTPException(409, f"{e}; open the image again") from None
 
     def category(self, value: Optional[str]) -> str:
@@ -231,7 +232,8 @@ class Annotator:
         return entry[2]
 
     def image_bytes(self, info: ImageInfo) -> Tuple[bytes, str]:
-        """The decoded image (exactly the pixels SAM sees) as JPEG or PNG bytes."""
+        """The decoded image SAM sees, for the page: PNG (exact) or, for JPEG / WebP files,
+        JPEG at quality 92 (same size and orientation, pixels within JPEG error)."""
         with self._bytes_lock:
             if info.name in self._image_bytes:
                 return self._image_bytes[info.name]
