@@ -114,13 +114,10 @@ class BoundaryMatcher:
             return matched_pred, matched_gt
         base = (py + self._pad) * self._padded_width + px + self._pad
         partner = self._gt_index[base[:, None] + self._steps]
-        rows, offset = np.nonzero(partner >= 0)
-        if not len(rows):
-            return matched_pred, matched_gt
-        # Keep only pixels with a partner in range; renumber them 0..n-1 on each side.
-        pred_ids, rows = np.unique(rows, return_inverse=True)
-        gt_ids, cols = np.unique(partner[pred_ids[rows], offset], return_inverse=True)
-        n_pred, n_gt = len(pred_ids), len(gt_ids)
+        rows, offset = np.nonzero(partner >= 0)  # every row has at least one partner
+        # Ground-truth pixels with a partner in range, renumbered 0..n_gt-1.
+        gt_ids, cols = np.unique(partner[rows, offset], return_inverse=True)
+        n_pred, n_gt = len(py), len(gt_ids)
         # Rows: matchable predicted pixels. Columns: matchable ground-truth pixels, then one
         # private "unmatched" slot per row. Weights are shifted by 1 because the solver reads a
         # stored 0 as no edge; a full matching has n_pred edges, so the shift changes nothing.
@@ -132,7 +129,7 @@ class BoundaryMatcher:
         )
         _, col_of_row = min_weight_full_bipartite_matching(graph)
         real = col_of_row < n_gt
-        i, j = pred_ids[real], gt_ids[col_of_row[real]]
+        i, j = np.nonzero(real)[0], gt_ids[col_of_row[real]]
         matched_pred[py[i], px[i]] = True
         matched_gt[self._gt_y[j], self._gt_x[j]] = True
         return matched_pred, matched_gt
