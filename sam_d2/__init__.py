@@ -4,6 +4,8 @@ Importing the package registers its meta-architectures, backbones and datasets w
 """
 
 from . import data  # noqa: F401  (registers datasets)
+from .data.bsds500_regions import register_bsds500_regions
+from .data.sa1b import register_sa1b
 from .automatic import AutomaticMaskGenerator
 from .checkpoint import CheckpointError, SamCheckpointer, load_sam_checkpoint
 from .config import add_sam_config
@@ -26,6 +28,8 @@ from .annotate.register import register_from_env
 register_from_env()
 
 __all__ = [
+    "register_bsds500_regions",
+    "register_sa1b",
     "AutomaticMaskGenerator",
     "SamAutomaticProposals",
     "SamEdgeDetector",

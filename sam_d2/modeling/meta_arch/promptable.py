@@ -76,7 +76,7 @@ class PromptableSam(Sam):
             prompt_chunk_size: prompts decoded at once (bounds decoder memory).
             encoder_dtype: "fp32", "bf16" or "fp16"; the encoder runs under autocast unless fp32.
             interactive_training: the training simulation run by ``losses`` (default: the
-                paper's 11 rounds, :class:`sam_d2.modeling.interactive_training.InteractiveTraining`).
+                paper's 11 rounds, ``sam_d2.modeling.interactive_training.InteractiveTraining``).
             freeze_image_encoder: give the image encoder's parameters no gradient (fine-tuning
                 the prompt encoder and mask decoder only).
             activation_checkpointing: recompute the encoder blocks in backward (less memory).
