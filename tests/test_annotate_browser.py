@@ -50,6 +50,15 @@ def _click_point(page, x: float, y: float) -> dict:
     return {"x": x * box["width"] / w, "y": y * box["height"] / h}
 
 
+def _painted(page, layer: str) -> int:
+    """Pixels with paint on one of the page's overlay canvases ("editLayer" or "annLayer")."""
+    return page.evaluate(
+        f"(() => {{ const d = app.{layer}.getContext('2d')"
+        ".getImageData(0, 0, app.width, app.height).data; let n = 0;"
+        " for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()"
+    )
+
+
 def _wait_predictions(page, n: int) -> None:
     page.wait_for_function(f"document.body.dataset.predictions === '{n}'", timeout=60_000)
 
@@ -79,11 +88,7 @@ def test_click_accept_prefill_export_in_chromium(browser, tmp_path):
         # a click on the truck: the mask is drawn on the canvas
         page.locator("#canvas").click(position=_click_point(page, 700, 550))
         _wait_predictions(page, 1)
-        drawn = page.evaluate(
-            "(() => { const d = app.editLayer.getContext('2d')"
-            ".getImageData(0, 0, app.width, app.height).data; let n = 0;"
-            " for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()"
-        )
+        drawn = _painted(page, "editLayer")
         shown = page.evaluate("edit.mask.reduce((a, b) => a + b, 0)")
         assert drawn == shown > 0
         n_candidates = page.evaluate("edit.candidates.length")
@@ -94,6 +99,8 @@ def test_click_accept_prefill_export_in_chromium(browser, tmp_path):
         page.keyboard.press("Enter")
         page.wait_for_function("document.querySelectorAll('#objects li').length === 1")
         page.wait_for_function("document.querySelector('#status').textContent.includes('saved')")
+        painted = _painted(page, "annLayer")
+        assert painted == page.evaluate("app.anns[0].area") > 0  # the accepted object, drawn
 
         # a dragged box, a brush stroke, undo / redo of the stroke, accept (source "edited")
         canvas = page.locator("#canvas").bounding_box()

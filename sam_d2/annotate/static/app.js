@@ -79,6 +79,23 @@ function colorOf(id) {
   return [r + m, g + m, b + m].map((v) => Math.round(v * 255));
 }
 
+// Paint an annotation straight from its runs: cost proportional to its area, not the image's.
+function paintRuns(data, ann, rgb, alpha, striped) {
+  const h = app.height, w = app.width;
+  let pos = 0;
+  ann.counts.forEach((n, i) => {
+    if (i % 2 === 1) {
+      for (let p = pos; p < pos + n; p++) {
+        const y = p % h, x = (p - y) / h;
+        if (striped && ((x + y) >> 3) % 2) continue;
+        const o = 4 * (y * w + x);
+        data[o] = rgb[0]; data[o + 1] = rgb[1]; data[o + 2] = rgb[2]; data[o + 3] = alpha;
+      }
+    }
+    pos += n;
+  });
+}
+
 function paint(data, mask, rgb, alpha, striped) {
   const w = app.width;
   for (let i = 0; i < mask.length; i++) {
@@ -111,7 +128,7 @@ function renderAnns() {
   const img = c.createImageData(app.width, app.height);
   for (const a of app.anns) {
     if (edit && edit.annId === a.id) continue;  // being edited: drawn as the current mask
-    paint(img.data, a.dense, colorOf(a.id), a.accepted ? 120 : 90, !a.accepted);
+    paintRuns(img.data, a, colorOf(a.id), a.accepted ? 120 : 90, !a.accepted);
   }
   c.putImageData(img, 0, 0);
 }
@@ -273,7 +290,7 @@ async function accept() {
     const body = { accepted: true, add_time_s: seconds, category: category() };
     if (edit.brushed) body.mask = mask;
     const prev = { accepted: a.accepted, category: a.category };
-    if (edit.brushed) prev.mask = rleEncode(a.dense, app.height, app.width);
+    if (edit.brushed) prev.mask = uncompressed(a);
     saved = await api("PUT", imageUrl(app.current, `/annotations/${a.id}`), body);
     record({
       undo: async () => { replaceAnn(await api("PUT", imageUrl(app.current, `/annotations/${a.id}`), prev)); restore(before); },
@@ -299,14 +316,17 @@ async function accept() {
   refreshAfterSave();
 }
 
-function addAnn(a) { a.dense = rleDecode(a.segmentation); app.anns.push(a); }
-function replaceAnn(a) { a.dense = rleDecode(a.segmentation); app.anns = app.anns.map((x) => (x.id === a.id ? a : x)); }
+// Annotations keep their run lengths (a.counts); dense masks are made only to edit one.
+function withCounts(a) { a.counts = rleCounts(a.segmentation.counts); return a; }
+function uncompressed(a) { return { size: [app.height, app.width], counts: a.counts }; }
+function addAnn(a) { app.anns.push(withCounts(a)); }
+function replaceAnn(a) { withCounts(a); app.anns = app.anns.map((x) => (x.id === a.id ? a : x)); }
 
 async function deleteSelected() {
   const a = app.anns.find((x) => x.id === app.selected);
   if (!a) { status("select an object first"); return; }
   const ref = { id: a.id };
-  const body = { mask: rleEncode(a.dense, app.height, app.width), source: a.source === "prefill" ? "edited" : a.source, category: a.category,
+  const body = { mask: uncompressed(a), source: a.source === "prefill" ? "edited" : a.source, category: a.category,
     time_s: a.time_s, prompts: a.prompts, predicted_iou: a.predicted_iou, stability_score: a.stability_score,
     model: a.model && a.model.id };
   await api("DELETE", imageUrl(app.current, `/annotations/${a.id}`));
@@ -323,7 +343,7 @@ function select(id) {
   app.selected = id;
   const a = app.anns.find((x) => x.id === id);
   if (a && (app.tool !== "prompt" || !a.accepted)) {  // load it for editing / accepting
-    edit = newEdit(); edit.annId = a.id; edit.mask = a.dense.slice(); edit.source = a.source;
+    edit = newEdit(); edit.annId = a.id; edit.mask = rleDecode(uncompressed(a)); edit.source = a.source;
     $("category").value = a.category;
   }
   renderAnns(); renderEdit(); draw(); updateObjects();
@@ -397,7 +417,7 @@ async function refreshState() {
 
 async function loadAnns() {
   const rec = await api("GET", imageUrl(app.current, ""));
-  app.anns = rec.annotations; app.anns.forEach((a) => { a.dense = rleDecode(a.segmentation); });
+  app.anns = rec.annotations.map(withCounts);
   renderAnns(); updateObjects(); draw();
 }
 
