@@ -187,7 +187,7 @@ def test_train_net_missing_config_file_in_a_subprocess(tmp_path):
             + ["MODEL.WEIGHTS", "/nowhere/sam_vit_b_01ec64.pth"],
             r"MODEL\.WEIGHTS: weights file not found: /nowhere/sam_vit_b_01ec64\.pth",
         ),
-        (["--config-file", CONFIG], r"DATASETS\.TRAIN is empty"),
+        (["--config-file", CONFIG, "DATASETS.TRAIN", "()"], r"DATASETS\.TRAIN is empty"),
         (["--config-file", CONFIG, "--eval-only"], r"DATASETS\.TEST is empty"),
     ],
     ids=[

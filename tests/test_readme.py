@@ -88,3 +88,59 @@ def test_readme_block_runs(line, code, user_dir, monkeypatch):
             f"{sorted(os.listdir(user_dir))}: {type(e).__name__}: {e}",
             pytrace=True,
         )
+
+
+# ---------------------------------------------------------------- commands and names in docs
+def _fenced(text: str, language: str) -> List[Tuple[int, str]]:
+    """(line number, line) of every line inside ```<language> blocks."""
+    out, inside = [], False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith("```"):
+            inside = not inside and line.strip() == f"```{language}"
+        elif inside:
+            out.append((number, line))
+    return out
+
+
+def test_readme_commands_use_python_tools_and_existing_files():
+    """Shell lines run tools as `python tools/X.py` (they are not executable scripts), and every
+    tool and config the README names exists."""
+    text = README.read_text()
+    for number, line in _fenced(text, "bash"):
+        for match in re.finditer(r"(\S*)\s*\btools/\w+\.py", line):
+            assert match.group(1) in ("python", ".venv/bin/python"), (
+                f"README.md:{number}: run tools as `python tools/X.py`: {line.strip()}"
+            )
+    for path in set(re.findall(r"\b(?:tools/\w+\.py|configs/[\w/.-]+\.yaml)", text)):
+        assert (REPO_ROOT / path).exists(), f"README.md names {path}, which does not exist"
+
+
+def _config_datasets() -> List[Tuple[str, str]]:
+    """(config file, dataset name) for every name in DATASETS.TRAIN / TEST of configs/."""
+    import ast
+
+    import yaml
+
+    out = []
+    for path in sorted((REPO_ROOT / "configs").rglob("*.yaml")):
+        datasets = (yaml.safe_load(path.read_text()) or {}).get("DATASETS") or {}
+        for split in ("TRAIN", "TEST"):
+            value = datasets.get(split, ())
+            names = ast.literal_eval(value) if isinstance(value, str) else value
+            out += [(str(path.relative_to(REPO_ROOT)), name) for name in names]
+    return out
+
+
+def test_datasets_readme_documents_every_dataset_the_configs_read():
+    """Every builtin (registered on import) dataset a config reads has its entry; names that
+    users register themselves (e.g. through SAM_D2_COCO_DATASETS) are not builtins."""
+    from detectron2.data import DatasetCatalog
+
+    import sam_d2  # noqa: F401  (registers the builtins)
+
+    text = (REPO_ROOT / "datasets" / "README.md").read_text()
+    pairs = [(c, n) for c, n in _config_datasets() if n in DatasetCatalog.list()]
+    assert len(pairs) >= 25, "expected COCO, LVIS, BSDS500 and the 23 point datasets in configs/"
+    for config, name in pairs:
+        listed = name.removeprefix("sam23_") if name.startswith("sam23_") else name
+        assert f"`{listed}`" in text, f"{config} reads {name!r}; datasets/README.md lacks it"
