@@ -2,11 +2,12 @@
 
 ``predictor_example.ipynb`` (single point, several points with a mask fed back, a background
 point, a box, box + point, batched boxes through ``predict_torch`` with
-``transform.apply_boxes_torch``) and ``automatic_mask_generator_example.ipynb`` (default settings
-and the notebook's tuned settings) are copied below as functions whose only inputs are the names
-the notebooks import. Each runs once with ``segment_anything``'s names and once with sam_d2's, on
-the same random weights (a tiny SAM, official checkpoint format, loaded by sam_d2 from the file),
-and the results must agree.
+``transform.apply_boxes_torch``) and ``automatic_mask_generator_example.ipynb`` (the tuned
+settings: points_per_side=32, pred_iou_thresh=0.86, stability_score_thresh=0.92, crop_n_layers=1,
+crop_n_points_downscale_factor=2, min_mask_region_area=100) are copied below as functions whose
+only inputs are the names the notebooks import. Each runs once with ``segment_anything``'s names
+and once with sam_d2's, on the same random weights (a tiny SAM, official checkpoint format, loaded
+by sam_d2 from the file), and the results must agree.
 """
 
 from functools import partial
