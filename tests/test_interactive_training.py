@@ -202,3 +202,24 @@ def test_tiny_sam_overfits_one_real_image():
         opt.step()
     after = _one_click_iou(sam, image, masks)
     assert before < 0.3 and after > 0.8, (before, after)
+
+
+def test_activation_checkpointing_and_bf16_encoder_give_the_same_gradients():
+    image = torch.rand(3, 128, 128) * 255
+    gt = torch.zeros(2, 128, 128, dtype=torch.bool)
+    gt[0, 10:60, 20:90] = True
+    gt[1, 70:120, 5:50] = True
+
+    def grads(**options):
+        torch.manual_seed(0)
+        sam = tiny_sam(0).train()
+        for k, v in options.items():
+            setattr(sam.image_encoder if k == "activation_checkpointing" else sam, k, v)
+        sum(sam([{"image": image, "gt_masks": gt}]).values()).backward()
+        return sam.image_encoder.blocks[0].mlp.fc1.weight.grad
+
+    plain = grads()
+    assert torch.allclose(grads(activation_checkpointing=True), plain, rtol=1e-4, atol=1e-6)
+    bf16 = grads(encoder_dtype="bf16")
+    assert torch.isfinite(bf16).all() and bf16.abs().sum() > 0
+    assert torch.nn.functional.cosine_similarity(bf16.flatten(), plain.flatten(), dim=0) > 0.9

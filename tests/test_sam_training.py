@@ -72,3 +72,43 @@ def test_train_net_iterations_reduce_nothing_to_nan(tmp_path):
     assert (tmp_path / "model_final.pth").exists()
     metrics = trainer.storage.latest()
     assert np.isfinite(metrics["total_loss"][0])
+
+
+def test_paper_schedules_and_the_finetune_config():
+    expected = {  # SAM paper appendix A
+        "sam_vit_h.yaml": (256, 0.0008, 90000, (60000, 86666), 0.8, 0.4),
+        "sam_vit_l.yaml": (128, 0.0004, 180000, (120000, 173332), 0.8, 0.4),
+        "sam_vit_b.yaml": (128, 0.0008, 180000, (120000, 173332), 0.6, 0.6),
+    }
+    for name, (batch, lr, iters, steps, decay, drop_path) in expected.items():
+        cfg = get_cfg()
+        sam_d2.add_sam_config(cfg)
+        cfg.merge_from_file(f"configs/{name}")
+        s = cfg.SOLVER
+        got = (s.IMS_PER_BATCH, s.BASE_LR, s.MAX_ITER, tuple(s.STEPS), s.LR_DECAY_RATE)
+        assert got == (batch, lr, iters, steps, decay), name
+        assert cfg.MODEL.SAM.DROP_PATH_RATE == drop_path and s.WARMUP_ITERS == 250
+        assert s.OPTIMIZER == "ADAMW" and s.WEIGHT_DECAY == 0.1
+        assert (
+            cfg.MODEL.SAM.TRAIN.NUM_CORRECTION_POINTS == 8 and cfg.MODEL.SAM.TRAIN.NO_POINT_ROUNDS
+        )
+
+
+def test_finetune_config_freezes_the_encoder(tmp_path):
+    cfg = _cfg(tmp_path)
+    cfg.merge_from_file("configs/sam_finetune_coco_format.yaml")
+    cfg.DATASETS.TRAIN = (DATASET,)
+    cfg.SOLVER.IMS_PER_BATCH = 1
+    cfg.SOLVER.MAX_ITER = 1
+    cfg.SOLVER.WARMUP_ITERS = 1
+    trainer = Trainer(cfg)
+    model = trainer.model
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+    optimized = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert not optimized & {id(p) for p in model.image_encoder.parameters()}
+    assert {id(p) for p in model.mask_decoder.parameters()} <= optimized
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.train()
+    after = model.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert "image_encoder" not in changed and "mask_decoder" in changed

@@ -57,6 +57,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     p.add_argument("--eval-period", type=int, default=100, help="iterations between evaluations")
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="only redraw learning_curve.png from --output-dir (e.g. of an interrupted run)",
+    )
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides")
     return p.parse_args(argv)
 
@@ -131,6 +136,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.num_threads)
     out = Path(args.output_dir)
+    if args.plot_only:
+        evals = json.loads((out / "results.json").read_text())["evaluations"]
+        plot_curve(out / "learning_curve.png", out / "metrics.json", evals)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     setup_logger(str(out), name="sam_d2")
     setup_logger(str(out), name="detectron2")
