@@ -1,211 +1,509 @@
 #!/usr/bin/env python
-"""Speed and memory of sam_d2 beside the official segment-anything, same weights, same run.
+"""Speed, memory and reduced-precision accuracy of sam_d2 beside the official segment-anything
+(and segment-anything-fast on CUDA), same random weights, same run, interleaved.
 
-    python tools/benchmark.py --variant vit_b --device cpu --dtype fp32
-    python tools/benchmark.py --variant vit_h --device cuda --dtype bf16 --batch-size 4 --amg
+    python tools/benchmark.py --variant vit_b --device cpu --dtype fp32 --amg --json b.json
+    python tools/benchmark.py --variant vit_h --device cuda --dtype bf16 --batch-size 8 --compile
+    python tools/benchmark.py --table b.json more.json      # README rows from saved --json files
 
-Measures, for each implementation in its own fresh process (so peak memory is its own):
-    encoder  images/s  (batch of --batch-size 1024x1024 images)
-    decoder  prompts/s (--prompts single-point prompts decoded against one embedding)
-    amg      s/image   (automatic mask generation, 32x32 grid, with --amg)
-and prints ours/official ratios. Weights are random (no pretrained weights are needed for
-timing) and identical in both processes. The official package (``pip install
-segment-anything==1.0``) is optional; without it only sam_d2 is measured.
+Each implementation lives in its own process (so peak memory is its own) and the measurements
+alternate between them call by call, so a machine shared with other jobs slows all of them
+alike: the ratios are more trustworthy than the absolute figures. Phases:
+    encoder    images/s   (--batch-size 1024x1024 random images per call)
+    decoder    prompts/s  (--prompts single-point prompts against one embedding, 3 masks each)
+    amg        s/image    (automatic masks, 32x32 grid, official defaults; --amg)
+    proposals  s/image    (LVIS-proposal setting: 64x64 grid, no IoU/stability filter, NMS 0.9;
+                           --proposals)
+With --compile both sam_d2 and the official model are compiled (torch.compile) and the first
+call of each phase (compilation included) is reported apart (``first_call_s``). With a dtype
+other than fp32, sam_d2's outputs under that precision are compared with its fp32 outputs on
+real images (``accuracy`` row: low-res logit error and mask IoU at the original size).
+Weights are random (no pretrained weights are needed for timing) and identical in every process.
 """
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
+import os
 import queue as queue_module
 import resource
+import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List
+import traceback
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "sam_images"
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+IMPLS = ("sam_d2", "official", "sam_fast")
+#: Generator settings of the two automatic phases (official argument names).
+AMG_SETTINGS = {
+    "amg": dict(points_per_side=32),
+    "proposals": dict(
+        points_per_side=64, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9
+    ),
+}
+UNITS = {"encoder": "img/s", "decoder": "prompts/s", "amg": "s/image", "proposals": "s/image"}
 
 
-def _timed(fn: Callable[[], Any], device: str, warmup: int, iters: int) -> float:
-    """Median seconds of ``fn`` over ``iters`` runs after ``warmup`` runs."""
-    times = []
-    for i in range(warmup + iters):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return float(np.median(times))
+# ------------------------------------------------------------------------------ worker side
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
-def _build(impl: str, variant: str, device: str):
-    """Model of ``impl`` ("sam_d2" or "official") with the shared random weights."""
+def _random_state(variant: str) -> Dict[str, torch.Tensor]:
+    """The official layout of ``variant`` filled with sam_d2's seeded random weights."""
     from segment_anything import sam_model_registry
 
-    from sam_d2 import build_sam
-    from sam_d2.checkpoint import convert_official_state_dict
     from sam_d2.utils.random_weights import randomize_state_dict
 
     with torch.device("meta"):
         layout = sam_model_registry[variant]().state_dict()
-    shapes = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in layout.items()}
-    state = randomize_state_dict(shapes)
-    if impl == "official":
-        model = sam_model_registry[variant]()
+    return randomize_state_dict({k: torch.empty(v.shape, dtype=v.dtype) for k, v in layout.items()})
+
+
+def _build(impl: str, args: argparse.Namespace) -> torch.nn.Module:
+    """Model of ``impl`` with the shared random weights, on the device, in eval mode."""
+    state = _random_state(args.variant)
+    if impl == "sam_d2":
+        from sam_d2 import build_sam
+
+        model = build_sam(args.variant)
+        model.load_state_dict(state)
+    elif impl == "official":
+        from segment_anything import sam_model_registry
+
+        model = sam_model_registry[args.variant]()
         model.load_state_dict(state)
     else:
-        model = build_sam(variant)
-        model.load_state_dict(convert_official_state_dict(state))
-    return model.to(device).eval()
+        from segment_anything_fast import sam_model_registry  # GPU-only package
+
+        model = sam_model_registry[args.variant]()
+        model.load_state_dict(state)
+    model = model.to(args.device).eval()
+    if args.compile:
+        from sam_d2.modeling.speed import compile_sam
+
+        compile_sam(model, mode=args.compile_mode)
+    return model
 
 
-def _measure(impl: str, args: argparse.Namespace, queue: "mp.Queue") -> None:
-    """Run in a child process: time one implementation and report through ``queue``."""
+class _Runner:
+    """One implementation's model and the callables of each phase (runs in the worker)."""
+
+    def __init__(self, impl: str, args: argparse.Namespace) -> None:
+        self.impl, self.args = impl, args
+        self.model = _build(impl, args)
+        dev = args.device
+        g = torch.Generator().manual_seed(0)
+        self.images = torch.randn(args.batch_size, 3, 1024, 1024, generator=g).to(dev)
+        self.coords = (torch.rand(args.prompts, 1, 2, generator=g) * 1024).to(dev)
+        self.labels = torch.ones(args.prompts, 1, dtype=torch.int, device=dev)
+        self.embedding: Optional[torch.Tensor] = None
+        self.generators: Dict[str, Any] = {}
+        self.photo: Optional[np.ndarray] = None
+
+    def autocast(self) -> Any:
+        dtype = DTYPES[self.args.dtype]
+        return torch.autocast(self.args.device, dtype=dtype, enabled=dtype is not None)
+
+    def encode(self) -> torch.Tensor:
+        if self.impl == "sam_d2":
+            return self.model.encode(self.images)
+        return self.model.image_encoder(self.images)
+
+    def decode(self) -> Any:
+        if self.embedding is None:
+            self.embedding = self.encode()[:1]
+        if self.impl == "sam_d2":
+            return self.model.decode(self.embedding, self.coords, self.labels)
+        pe = self.model.prompt_encoder
+        sparse, dense = pe((self.coords, self.labels), None, None)
+        return self.model.mask_decoder(self.embedding, pe.get_dense_pe(), sparse, dense, True)
+
+    def generate(self, phase: str) -> List[Dict[str, Any]]:
+        if self.photo is None:
+            from PIL import Image
+
+            self.photo = np.array(Image.open(self.args.image).convert("RGB"))
+        if phase not in self.generators:
+            kwargs = dict(AMG_SETTINGS[phase], points_per_batch=self.args.points_per_batch)
+            if self.impl == "sam_d2":
+                from sam_d2.automatic import AutomaticMaskGenerator
+
+                gen = AutomaticMaskGenerator(self.model, **kwargs, dtype=self.args.dtype)
+            elif self.impl == "official":
+                from segment_anything import SamAutomaticMaskGenerator
+
+                gen = SamAutomaticMaskGenerator(self.model, **kwargs)
+            else:
+                from segment_anything_fast import SamAutomaticMaskGenerator
+
+                gen = SamAutomaticMaskGenerator(self.model, **kwargs)
+            self.generators[phase] = gen
+        if self.impl == "sam_d2":  # the generator applies its own dtype to every stage
+            return self.generators[phase].generate(self.photo)
+        with self.autocast():
+            return self.generators[phase].generate(self.photo)
+
+    def run(self, phase: str) -> Dict[str, Any]:
+        """Time one call of ``phase``: {"seconds", "count"} (images, prompts or masks)."""
+        args = self.args
+        with torch.inference_mode():
+            _sync(args.device)
+            start = time.perf_counter()
+            if phase == "encoder":
+                with self.autocast():
+                    self.encode()
+                count = args.batch_size
+            elif phase == "decoder":
+                with self.autocast():
+                    self.decode()
+                count = args.prompts
+            else:
+                count = len(self.generate(phase))
+            _sync(args.device)
+        return {"seconds": time.perf_counter() - start, "count": count}
+
+    def accuracy(self) -> Dict[str, Any]:
+        """sam_d2 at ``--dtype`` against itself in fp32 on real photos (4x4 point grid each)."""
+        from PIL import Image
+
+        from sam_d2.data.transforms import ResizeLongestSide
+
+        model, dev = self.model, self.args.device
+        errors, ious = [], []
+        for path in self.args.accuracy_images:
+            image = np.array(Image.open(path).convert("RGB"))
+            h, w = image.shape[:2]
+            resized = ResizeLongestSide(model.img_size).get_transform(image).apply_image(image)
+            tensor = torch.as_tensor(np.ascontiguousarray(resized)).permute(2, 0, 1).to(dev)
+            in_hw = tuple(tensor.shape[1:])
+            grid = (np.arange(4) + 0.5) / 4
+            xy = np.stack(np.meshgrid(grid * in_hw[1], grid * in_hw[0]), -1).reshape(-1, 1, 2)
+            coords = torch.as_tensor(xy, dtype=torch.float32, device=dev)
+            labels = torch.ones(len(coords), 1, dtype=torch.int, device=dev)
+            outs = []
+            for ctx in (contextlib.nullcontext(), self.autocast()):
+                with torch.inference_mode(), ctx:
+                    emb = model.encode(model.preprocess([tensor]))
+                    low_res, _ = model.decode(emb, coords, labels)
+                    low_res = low_res.float()
+                    masks = model.postprocess_masks(low_res, in_hw, (h, w)) > 0
+                outs.append((masks.cpu(), low_res.cpu()))
+            (m32, l32), (m16, l16) = outs
+            errors.append((l16 - l32).abs().flatten(1).amax(1))
+            inter = (m32 & m16).flatten(2).sum(-1).double()
+            union = (m32 | m16).flatten(2).sum(-1).double()
+            ious.append(torch.where(union > 0, inter / union.clamp(min=1), 1.0).flatten())
+        err, iou = torch.cat(errors), torch.cat(ious)
+        return {
+            "images": [Path(p).name for p in self.args.accuracy_images],
+            "masks": int(iou.numel()),
+            "max_abs_logit_error": float(err.max()),
+            "median_abs_logit_error": float(err.median()),
+            "mean_mask_iou": float(iou.mean()),
+            "min_mask_iou": float(iou.min()),
+        }
+
+    def peak_memory_gib(self) -> float:
+        if self.args.device == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**30
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+    def reset_peak(self) -> None:
+        if self.args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+
+def _worker(impl: str, args: argparse.Namespace, commands: "mp.Queue", results: "mp.Queue"):
+    """Build the model, then answer commands ("run", phase) / ("accuracy",) / ("peak",)."""
     torch.manual_seed(0)
-    device, dtype = args.device, DTYPES[args.dtype]
-    model = _build(impl, args.variant, device)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    autocast = torch.autocast(device, dtype=dtype, enabled=dtype is not None)
-    images = torch.randn(args.batch_size, 3, 1024, 1024, device=device)
-    result: Dict[str, float] = {}
-    with torch.inference_mode(), autocast:
-        encode = (
-            (lambda: model.image_encoder(images))
-            if impl == "official"
-            else (lambda: model.encode(images))
-        )
-        result["encoder_images_per_s"] = args.batch_size / _timed(
-            encode, device, args.warmup, args.iters
-        )
-        embedding = encode()[:1]
-        coords = torch.rand(args.prompts, 1, 2, device=device) * 1024
-        labels = torch.ones(args.prompts, 1, dtype=torch.int, device=device)
-
-        def decode() -> Any:
-            if impl == "official":
-                sparse, dense = model.prompt_encoder((coords, labels), None, None)
-                return model.mask_decoder(
-                    embedding, model.prompt_encoder.get_dense_pe(), sparse, dense, True
-                )
-            return model.decode(embedding, coords, labels, multimask_output=True)
-
-        result["decoder_prompts_per_s"] = args.prompts / _timed(
-            decode, device, args.warmup, args.iters
-        )
-    if args.amg:
-        result["amg_s_per_image"] = _time_amg(impl, model, args)
-    if device == "cuda":
-        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    else:
-        result["peak_memory_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    queue.put(result)
+    try:
+        runner = _Runner(impl, args)
+        results.put({"ok": True})
+    except Exception as e:  # reported as the row's error, e.g. sam_fast not importable
+        results.put({"error": f"{type(e).__name__}: {e}".splitlines()[0]})
+        return
+    while True:
+        cmd = commands.get()
+        if cmd[0] == "stop":
+            return
+        try:
+            if cmd[0] == "run":
+                results.put(runner.run(cmd[1]))
+            elif cmd[0] == "reset_peak":
+                runner.reset_peak()
+                results.put({})
+            elif cmd[0] == "peak":
+                results.put({"peak_memory_gib": runner.peak_memory_gib()})
+            elif cmd[0] == "accuracy":
+                results.put(runner.accuracy())
+            else:
+                results.put({"error": f"unknown command {cmd[0]!r}"})
+        except Exception as e:
+            traceback.print_exc()
+            results.put({"error": f"{type(e).__name__}: {e}".splitlines()[0]})
 
 
-def _time_amg(impl: str, model: torch.nn.Module, args: argparse.Namespace) -> float:
-    """Seconds per image of automatic mask generation at the default 32x32 grid."""
-    from PIL import Image
+# ------------------------------------------------------------------------------ driver side
+class _Worker:
+    def __init__(self, impl: str, args: argparse.Namespace) -> None:
+        ctx = mp.get_context("spawn")
+        self.impl = impl
+        self.commands, self.results = ctx.Queue(), ctx.Queue()
+        self.proc = ctx.Process(target=_worker, args=(impl, args, self.commands, self.results))
+        self.proc.start()
+        self.error: Optional[str] = self._get().get("error")
 
-    image = np.array(Image.open(args.image).convert("RGB"))
-    if impl == "official":
-        from segment_anything import SamAutomaticMaskGenerator as Generator
-    else:
-        from sam_d2.automatic import AutomaticMaskGenerator as Generator
-    generator = Generator(model, points_per_batch=args.points_per_batch)
-    dtype = DTYPES[args.dtype]
-    with torch.autocast(args.device, dtype=dtype, enabled=dtype is not None):
-        return _timed(lambda: generator.generate(image), args.device, 0, args.amg_iters)
+    def _get(self) -> Dict[str, Any]:
+        while True:
+            try:
+                return self.results.get(timeout=5)
+            except queue_module.Empty:
+                if not self.proc.is_alive():
+                    return {"error": f"worker died (exit code {self.proc.exitcode})"}
+
+    def ask(self, *cmd: Any) -> Dict[str, Any]:
+        if self.error:
+            return {"error": self.error}
+        self.commands.put(cmd)
+        return self._get()
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.commands.put(("stop",))
+        self.proc.join(timeout=30)
+
+
+def _load() -> Optional[float]:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
-    """Measure each available implementation in a fresh process; return one row each."""
-    impls = ["sam_d2"]
+    """All phases, implementations interleaved call by call; one row per (impl, phase)."""
+    impls = list(args.impls)
+    if args.device != "cuda" and "sam_fast" in impls:
+        impls.remove("sam_fast")  # its kernels are CUDA-only
+    workers = {impl: _Worker(impl, args) for impl in impls}
+    phases = ["encoder", "decoder"] + [p for p in AMG_SETTINGS if getattr(args, p)]
+    meta = dict(
+        variant=args.variant,
+        device=_device_name(args.device),
+        dtype=args.dtype,
+        compile=bool(args.compile),
+        batch_size=args.batch_size,
+        prompts=args.prompts,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+    )
+    rows: List[Dict[str, Any]] = []
     try:
-        import segment_anything  # noqa: F401
-
-        impls.append("official")
-    except ImportError:
-        print("segment-anything is not installed: measuring sam_d2 only", file=sys.stderr)
-    ctx = mp.get_context("spawn")
-    rows = []
-    for impl in impls:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_measure, args=(impl, args, queue))
-        proc.start()
-        result = None
-        while result is None:
-            try:
-                result = queue.get(timeout=5)
-            except queue_module.Empty:
-                if not proc.is_alive():
-                    msg = f"benchmark of {impl} failed (exit code {proc.exitcode})"
-                    raise RuntimeError(msg) from None
-        proc.join()
-        rows.append({"impl": impl, **result})
+        for phase in phases:
+            load_before = _load()
+            first: Dict[str, Dict[str, Any]] = {}
+            for impl, w in workers.items():
+                w.ask("reset_peak")
+                first[impl] = w.ask("run", phase)  # warm-up (and compilation)
+            times: Dict[str, List[Dict[str, Any]]] = {impl: [] for impl in workers}
+            iters = args.iters if phase in ("encoder", "decoder") else args.amg_iters
+            for _ in range(iters):
+                for impl, w in workers.items():
+                    if "error" not in first[impl]:
+                        times[impl].append(w.ask("run", phase))
+            for impl, w in workers.items():
+                rows.append(
+                    _row(impl, phase, first[impl], times[impl], w.ask("peak"), meta, load_before)
+                )
+                print(_format_row(rows[-1]), file=sys.stderr, flush=True)
+        if args.dtype != "fp32" and "sam_d2" in workers:
+            rows.append(
+                dict(meta, impl="sam_d2", phase="accuracy", **workers["sam_d2"].ask("accuracy"))
+            )
+    finally:
+        for w in workers.values():
+            w.close()
     return rows
 
 
-def _report(rows: List[Dict[str, Any]], args: argparse.Namespace) -> str:
-    device = (
-        torch.cuda.get_device_name() if args.device == "cuda" else f"CPU x{torch.get_num_threads()}"
+def _row(
+    impl: str,
+    phase: str,
+    first: Dict[str, Any],
+    runs: List[Dict[str, Any]],
+    peak: Dict[str, Any],
+    meta: Dict[str, Any],
+    load_before: Optional[float],
+) -> Dict[str, Any]:
+    row = dict(meta, impl=impl, phase=phase, unit=UNITS[phase], load_avg=[load_before, _load()])
+    error = first.get("error") or next((r["error"] for r in runs if "error" in r), None)
+    if error:
+        return dict(row, error=error)
+    seconds = [r["seconds"] for r in runs]
+    median = statistics.median(seconds)
+    per_image = phase in ("amg", "proposals")
+    value = median if per_image else runs[0]["count"] / median
+    return dict(
+        row,
+        value=value,
+        seconds=seconds,
+        first_call_s=first["seconds"],
+        masks=runs[0]["count"] if per_image else None,
+        peak_memory_gib=peak.get("peak_memory_gib"),
     )
+
+
+def _device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"CPU x{torch.get_num_threads()}"
+
+
+def _format_row(r: Dict[str, Any]) -> str:
+    if r.get("phase") == "accuracy":
+        return (
+            f"accuracy {r['dtype']} vs fp32 ({r['masks']} masks on {', '.join(r['images'])}): "
+            f"max |logit err| {r['max_abs_logit_error']:.4f}, "
+            f"median {r['median_abs_logit_error']:.4f}, "
+            f"mask IoU mean {r['mean_mask_iou']:.4f} min {r['min_mask_iou']:.4f}"
+        )
+    head = f"{r['impl']:<9}{r['phase']:<10}"
+    if "error" in r:
+        return f"{head} error: {r['error']}"
+    return (
+        f"{head}{r['value']:>10.3f} {r['unit']:<10} first call {r['first_call_s']:8.2f} s  "
+        f"peak {r['peak_memory_gib']:.2f} GiB  runs {[round(s, 2) for s in r['seconds']]}"
+    )
+
+
+def report(rows: List[Dict[str, Any]]) -> str:
+    """Plain-text table: every row, then sam_d2 / other ratios per phase."""
+    if not rows:
+        return "no rows"
+    m = rows[0]
     lines = [
-        f"{args.variant} | {device} | {args.dtype} | encoder batch {args.batch_size} | "
-        f"{args.prompts} prompts/decoder call | torch {torch.__version__}",
-        f"{'impl':<10}{'enc img/s':>12}{'dec prompts/s':>16}{'amg s/img':>12}{'peak GiB':>11}",
+        f"{m['variant']} | {m['device']} | {m['dtype']}{' + compile' if m['compile'] else ''} | "
+        f"encoder batch {m['batch_size']} | {m['prompts']} prompts/decoder call | "
+        f"torch {m['torch']}"
     ]
+    lines += [_format_row(r) for r in rows]
+    ours = {r["phase"]: r for r in rows if r["impl"] == "sam_d2" and "value" in r}
     for r in rows:
-        lines.append(
-            f"{r['impl']:<10}{r['encoder_images_per_s']:>12.3f}{r['decoder_prompts_per_s']:>16.1f}"
-            f"{r.get('amg_s_per_image', float('nan')):>12.2f}{r['peak_memory_gib']:>11.2f}"
-        )
-    if len(rows) == 2:
-        ours, ref = rows
-        ratio = lambda k: ours[k] / ref[k]  # noqa: E731
-        amg = (ref["amg_s_per_image"] / ours["amg_s_per_image"]) if args.amg else float("nan")
-        lines.append(
-            f"{'speed-up':<10}{ratio('encoder_images_per_s'):>11.2f}x"
-            f"{ratio('decoder_prompts_per_s'):>15.2f}x{amg:>11.2f}x"
-            f"{ours['peak_memory_gib'] / ref['peak_memory_gib']:>10.2f}x (memory ratio)"
-        )
+        if r["impl"] != "sam_d2" and "value" in r and r["phase"] in ours:
+            a, b = ours[r["phase"]]["value"], r["value"]
+            speedup = b / a if r["unit"] == "s/image" else a / b
+            lines.append(f"speed-up sam_d2 vs {r['impl']:<9}{r['phase']:<10}{speedup:6.2f}x")
     return "\n".join(lines)
 
 
-def parse_args(argv: List[str] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def markdown_table(rows: List[Dict[str, Any]]) -> str:
+    """README rows: one per (variant, device, dtype, compile, phase), sam_d2 beside the others."""
+    groups: Dict[tuple, Dict[str, Dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("phase") == "accuracy" or "value" not in r:
+            continue
+        key = (r["variant"], r["device"], r["dtype"], r["compile"], r["phase"], r["batch_size"])
+        groups.setdefault(key, {})[r["impl"]] = r
+    out = [
+        "| variant | device | precision | phase | sam_d2 | official | segment-anything-fast "
+        "| speed-up vs official | peak memory sam_d2 / official |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (variant, device, dtype, comp, phase, batch), by_impl in groups.items():
+        ours, ref, fast = (by_impl.get(i) for i in IMPLS)
+        fmt = lambda r: "—" if r is None else f"{r['value']:.3g} {r['unit']}"  # noqa: E731
+        speedup = "—"
+        if ours and ref:
+            ratio = (
+                ref["value"] / ours["value"]
+                if ours["unit"] == "s/image"
+                else ours["value"] / ref["value"]
+            )
+            speedup = f"{ratio:.2f}×"
+        mem = "—"
+        if ours and ref:
+            mem = f"{ours['peak_memory_gib']:.2f} / {ref['peak_memory_gib']:.2f} GiB"
+        name = {"encoder": f"encoder (batch {batch})", "decoder": "decoder"}.get(phase, phase)
+        prec = dtype + (" + compile" if comp else "")
+        out.append(
+            f"| {variant} | {device} | {prec} | {name} | {fmt(ours)} | {fmt(ref)} | {fmt(fast)} "
+            f"| {speedup} | {mem} |"
+        )
+    return "\n".join(out)
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--variant", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    parser.add_argument("--compile", action="store_true", help="torch.compile encoder + decoder")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode")
     parser.add_argument("--batch-size", type=int, default=1, help="images per encoder call")
     parser.add_argument("--prompts", type=int, default=64, help="prompts per decoder call")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--amg", action="store_true", help="also time automatic mask generation")
-    parser.add_argument("--amg-iters", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=3, help="timed calls per impl and phase")
+    parser.add_argument("--amg", action="store_true", help="time automatic masks (32x32)")
+    parser.add_argument("--proposals", action="store_true", help="time the 64x64 LVIS setting")
+    parser.add_argument("--amg-iters", type=int, default=1, help="timed calls of amg/proposals")
     parser.add_argument("--points-per-batch", type=int, default=64)
-    parser.add_argument("--image", default="../shared/data/sam_images/dog.jpg")
+    parser.add_argument("--image", default=str(DATA / "dog.jpg"), help="photo for amg/proposals")
+    parser.add_argument(
+        "--accuracy-images",
+        nargs="+",
+        default=[str(DATA / n) for n in ("dog.jpg", "truck.jpg", "groceries.jpg")],
+        help="photos of the reduced-precision accuracy check",
+    )
+    parser.add_argument(
+        "--impls", nargs="+", default=list(IMPLS), choices=IMPLS, help="implementations to run"
+    )
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--table", nargs="+", metavar="JSON", help="print README rows and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        return args
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
     if args.dtype == "fp16" and args.device == "cpu":
         parser.error("fp16 autocast is not supported on CPU; use fp32 or bf16")
+    for name in ("batch_size", "prompts", "iters", "amg_iters", "points_per_batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    needed = [args.image] if (args.amg or args.proposals) else []
+    needed += args.accuracy_images if args.dtype != "fp32" else []
+    missing = [p for p in needed if not Path(p).is_file()]
+    if missing:
+        parser.error(f"image not found: {missing[0]}")
+    try:
+        import segment_anything  # noqa: F401
+    except ImportError:
+        parser.error(
+            "the official package is needed for the shared weights: "
+            "pip install segment-anything==1.0"
+        )
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.table:
+        rows = [r for path in args.table for r in json.loads(Path(path).read_text())["rows"]]
+        print(markdown_table(rows))
+        return 0
     rows = run(args)
-    print(_report(rows, args))
+    print(report(rows))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

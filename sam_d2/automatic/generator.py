@@ -26,6 +26,7 @@ from torchvision.ops import batched_nms
 
 from ..data.transforms import ResizeLongestSide, longest_side_shape
 from ..modeling.sam import Sam
+from ..modeling.speed import autocast, check_dtype
 from .grid import crop_boxes, layer_point_grids, scale_grid_to_crop
 from .mask_set import OUTPUT_MODES, MaskSet
 from .masks import clean_mask, covers_image, masks_to_boxes, near_crop_edge, stability_score
@@ -92,10 +93,12 @@ class AutomaticMaskGenerator:
         max_mask_area_ratio: Optional[float] = None,
         encoder_batch_size: int = 1,
         keep_low_res_logits: bool = False,
+        dtype: str = "fp32",
     ) -> None:
         """
         Arguments, their order and defaults are the official generator's, followed by the
-        keyword-only ``max_mask_area_ratio``, ``encoder_batch_size`` and ``keep_low_res_logits``.
+        keyword-only ``max_mask_area_ratio``, ``encoder_batch_size``, ``keep_low_res_logits`` and
+        ``dtype``.
         A value of the wrong type or out of range raises ``ValueError`` naming the argument.
 
         Args:
@@ -124,6 +127,10 @@ class AutomaticMaskGenerator:
             keep_low_res_logits: also keep each mask's (4h, 4w) decoder logits in
                 :attr:`MaskSet.low_res_logits` (e.g. for soft mask probabilities; 256 KiB per
                 mask at the default size). Records never include them.
+            dtype: compute precision of the whole generation (encoder, decoder, upscaling and
+                mask measurements) under autocast: "fp32", "bf16" (CPU and GPU) or "fp16"
+                (GPU). Reduced precision can flip pixels whose logit is near the threshold and
+                change which masks pass the filters.
         """
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("give exactly one of points_per_side and point_grids")
@@ -166,6 +173,8 @@ class AutomaticMaskGenerator:
         self.max_mask_area_ratio = max_mask_area_ratio
         self.encoder_batch_size = _integer("encoder_batch_size", encoder_batch_size, 1)
         self.keep_low_res_logits = bool(keep_low_res_logits)
+        check_dtype(dtype, model.device)
+        self.dtype = dtype
         self.resize = ResizeLongestSide(model.img_size)
 
     @property
@@ -194,7 +203,7 @@ class AutomaticMaskGenerator:
             boxes, layers = crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
             jobs.extend((i, box, layer) for box, layer in zip(boxes, layers))
         per_image: List[List[MaskSet]] = [[] for _ in images]
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.dtype):
             for start in range(0, len(jobs), self.encoder_batch_size):
                 chunk = jobs[start : start + self.encoder_batch_size]
                 crops = [_crop(images[i], box) for i, box, _ in chunk]
@@ -266,7 +275,7 @@ class AutomaticMaskGenerator:
         labels = torch.ones(len(prompts), 1, dtype=torch.int, device=self.device)
         low_res, iou = model.decode(embedding, prompts[:, None], labels, multimask_output=True)
         k = low_res.shape[1]
-        low_res, iou = low_res.flatten(0, 1), iou.flatten()
+        low_res, iou = low_res.flatten(0, 1), iou.flatten().float()
         points = points_in_image.repeat_interleave(k, dim=0)
         if self.pred_iou_thresh > 0:
             keep = (iou > self.pred_iou_thresh).nonzero().flatten()
@@ -301,7 +310,7 @@ class AutomaticMaskGenerator:
                     points=points[s : s + step][keep],
                     crop_boxes=boxes.new_zeros(len(keep), 4),
                     low_res_logits=(
-                        low_res[s : s + step][keep] if self.keep_low_res_logits else None
+                        low_res[s : s + step][keep].float() if self.keep_low_res_logits else None
                     ),
                 )
             )
@@ -309,7 +318,7 @@ class AutomaticMaskGenerator:
             return MaskSet.cat(parts)
         empty = MaskSet.empty(tuple(image_hw), self.device)
         if self.keep_low_res_logits:
-            empty.low_res_logits = low_res[:0]
+            empty.low_res_logits = low_res[:0].float()
         return empty
 
     def _merge_crops(self, parts: List[MaskSet]) -> MaskSet:

@@ -103,31 +103,113 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: Tensor,
         image_index: Optional[Tensor] = None,
     ) -> Tuple[Tensor, Tensor]:
-        """All mask tokens' outputs: logits (N, 1 + K, 4h, 4w) and IoUs (N, 1 + K)."""
+        """All mask tokens' outputs: logits (N, 1 + K, 4h, 4w) and IoUs (N, 1 + K).
+
+        ``dense_prompt_embeddings`` may be (1, C, h, w) or broadcast along N (stride 0, as the
+        prompt encoder returns it without mask prompts): then, with a single image, the image
+        tokens are not copied per prompt and the first transformer layer reads them once.
+        """
+        b = image_embeddings.shape[0]
+        if image_index is None and b != 1:
+            raise ValueError(
+                f"MaskDecoder: {b} image embeddings given without image_index; pass which "
+                "image each prompt belongs to"
+            )
         n = sparse_prompt_embeddings.shape[0]
-        if image_index is None:
-            if image_embeddings.shape[0] != 1:
-                raise ValueError(
-                    f"MaskDecoder: {image_embeddings.shape[0]} image embeddings given without "
-                    "image_index; pass which image each prompt belongs to"
-                )
-            image_index = torch.zeros(n, dtype=torch.long, device=image_embeddings.device)
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens[None].expand(n, -1, -1).to(sparse_prompt_embeddings.dtype)
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings], dim=1)
 
-        src = image_embeddings[image_index] + dense_prompt_embeddings
-        pos_src = image_pe.expand(n, -1, -1, -1)
-        b, c, h, w = src.shape
-        hs, src = self.transformer(src, pos_src, tokens)
+        dense = dense_prompt_embeddings
+        if dense.shape[0] == 1 or dense.stride(0) == 0:  # the same dense prompt for all
+            if b == 1:
+                src = image_embeddings + dense[:1]  # (1, C, h, w), shared by every prompt
+            else:
+                return self._predict_per_image(
+                    image_embeddings, image_pe, sparse_prompt_embeddings, dense[:1], image_index
+                )
+        elif image_index is None:
+            src = image_embeddings + dense
+        else:
+            src = image_embeddings[image_index] + dense
+        h, w = src.shape[-2:]
+        hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, 0]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]
-
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )  # (N, 1 + K, C/8)
-        bu, cu, hu, wu = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
+        masks = self._upscaled_masks(src, hyper_in, (h, w))
         return masks, self.iou_prediction_head(iou_token_out)
+
+    def _predict_per_image(
+        self,
+        image_embeddings: Tensor,
+        image_pe: Tensor,
+        sparse_prompt_embeddings: Tensor,
+        dense_prompt_embedding: Tensor,
+        image_index: Tensor,
+    ) -> Tuple[Tensor, Tensor]:
+        """:meth:`predict_masks` one image at a time, so each image's prompts share its tokens.
+
+        Args:
+            dense_prompt_embedding: (1, C, h, w), the same for every prompt.
+        """
+        n = sparse_prompt_embeddings.shape[0]
+        masks: Optional[Tensor] = None
+        iou = masks
+        for i in torch.unique(image_index).tolist():
+            sel = (image_index == i).nonzero()[:, 0]
+            part_masks, part_iou = self.predict_masks(
+                image_embeddings[i : i + 1],
+                image_pe,
+                sparse_prompt_embeddings[sel],
+                dense_prompt_embedding,
+            )
+            if masks is None:
+                masks = part_masks.new_empty((n,) + part_masks.shape[1:])
+                iou = part_iou.new_empty((n,) + part_iou.shape[1:])
+            masks[sel], iou[sel] = part_masks, part_iou
+        return masks, iou
+
+    def _upscaled_masks(self, tokens: Tensor, hyper_in: Tensor, hw: Tuple[int, int]) -> Tensor:
+        """``output_upscaling`` then the hypernetwork product, computed channels-last.
+
+        Each 2x2 stride-2 transposed convolution is one matmul per token producing its 2x2
+        output pixels; the layer norm runs over the last (channel) axis. No (N, C, H, W)
+        transposes are made until the (N, 1 + K, 4h, 4w) logits.
+
+        Args:
+            tokens: (N, h*w, C) image tokens from the transformer.
+            hyper_in: (N, M, C/8) hypernetwork weights of the M mask tokens.
+            hw: (h, w).
+
+        Returns:
+            (N, M, 4h, 4w) mask logits.
+        """
+        up1, norm, act1, up2, act2 = self.output_upscaling
+        n, (h, w), m = tokens.shape[0], hw, hyper_in.shape[1]
+        x = _deconv2x2(tokens, up1)  # (N, h*w, 4, C/4)
+        x = act1(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
+        x = act2(_deconv2x2(x, up2))  # (N, h*w, 4, 4, C/8)
+        masks = torch.bmm(x.reshape(n, -1, x.shape[-1]), hyper_in.transpose(1, 2))
+        # pixel (4i + 2a + c, 4j + 2b + d) sits at [n, i, j, a, b, c, d]
+        masks = masks.reshape(n, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(n, m, 4 * h, 4 * w)
+
+
+def _deconv2x2(x: Tensor, deconv: nn.ConvTranspose2d) -> Tensor:
+    """A 2x2, stride-2 ``ConvTranspose2d`` on channels-last input as one matmul.
+
+    Args:
+        x: (..., C_in) values at the input pixels.
+        deconv: the layer (weight (C_in, C_out, 2, 2)).
+
+    Returns:
+        (..., 4, C_out): the output pixels (2a + b for row offset a, column offset b).
+    """
+    c_in, c_out = deconv.weight.shape[:2]
+    weight = deconv.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_out)
+    out = F.linear(x, weight.t(), deconv.bias.repeat(4))
+    return out.reshape(*x.shape[:-1], 4, c_out)
