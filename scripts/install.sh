@@ -36,6 +36,9 @@ elif ! "$VENV/bin/python" -c "import detectron2.modeling.backbone.vit" 2>/dev/nu
 fi
 
 "${PIP[@]}" install -q -e ".[dev]"
+# SAM 2's reference package (parity tests only) is an sdist that builds against the installed torch
+# and would otherwise compile a CUDA extension it does not need here.
+SAM2_BUILD_CUDA=0 "${PIP[@]}" install -q --no-deps --no-build-isolation sam2==1.1.0
 
 # Headless Chromium for the annotation app's browser test: Playwright drives the system browser
 # (its own browser download is unreachable offline). Needs root; the test skips without it.
