@@ -42,6 +42,14 @@ def _add_model_config(cfg: CN) -> None:
     _C.MODEL.SAM.DROP_PATH_RATE = 0.0
     # Compute precision of the image encoder at inference: "fp32", "bf16" or "fp16" (autocast).
     _C.MODEL.SAM.ENCODER_DTYPE = "fp32"
+    # --- speed (issue 13; sam_d2.modeling.speed) ---
+    # Compute precision of the prompt encoder + mask decoder at inference (autocast): "fp32",
+    # "bf16" (CPU and GPU) or "fp16" (GPU only). Outputs are returned as fp32.
+    _C.MODEL.SAM.DECODER_DTYPE = "fp32"
+    # torch.compile the image encoder and the mask decoder (sam_d2.modeling.speed.compile_sam):
+    # the first image / prompt batch pays the compilation (minutes for ViT-H), later ones run
+    # faster. Parameter names and checkpoints are unchanged.
+    _C.MODEL.SAM.COMPILE = False
     # Number of prompts decoded at once (bounds the decoder's memory: each prompt holds a
     # 256x64x64 copy of the image embedding while it is decoded).
     _C.MODEL.SAM.PROMPT_CHUNK_SIZE = 256
