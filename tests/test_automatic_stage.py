@@ -118,7 +118,8 @@ def test_two_processes_write_the_files_of_one(setup, reference, tmp_path, capfd)
     assert set(reference) == set(json_names) | {".automatic_masks/manifest"}
     # Progress with ETA per rank and in total, then the summary.
     assert "rank 0/2: 3/3 images (100%)" in err and "rank 1/2: 3/3 images (100%)" in err
-    assert "ETA" in err and "all 2 processes (2 reporting): " in err
+    together = [line for line in err.splitlines() if "all 2 processes together: " in line]
+    assert together and all(" images (" in line and " ETA " in line for line in together)
     assert "summary: 6 images segmented (0 already done before, 0 unreadable), 288 masks, " in err
     assert "48.0 masks/image" in err and "s/image per process" in err
 
@@ -172,6 +173,24 @@ def test_sa1b_reader_reads_the_output(setup, reference, tmp_path):
             np.testing.assert_array_equal(got_mask, want_mask)
 
 
+def _stat(pid: int) -> List[str]:
+    """Fields of /proc/<pid>/stat after the command name (state, parent id, ...); [] if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    return _stat(pid)[:1] not in ([], ["Z"])
+
+
+def _children(pid: int) -> List[int]:
+    """Process ids whose parent is ``pid``."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [p for p in pids if _stat(p)[1:2] == [str(pid)]]
+
+
 def test_killed_run_resumes_to_the_same_files(setup, reference, tmp_path, capfd):
     cmd = [sys.executable, str(TOOL)] + _base(setup) + LOOSE + ["--output", str(tmp_path)]
     proc = subprocess.Popen(
@@ -185,8 +204,15 @@ def test_killed_run_resumes_to_the_same_files(setup, reference, tmp_path, capfd)
     while not list(tmp_path.rglob("*.json")) and time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the tool and both of its processes
+    workers = _children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)  # the launcher only: its processes must end with it
     proc.wait()
+    deadline = time.monotonic() + 60
+    while any(map(_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = [pid for pid in workers if _running(pid)]
+    os.killpg(proc.pid, signal.SIGKILL)  # clean up whatever is left before asserting
+    assert len(workers) >= 2 and not alive, f"orphaned workers {alive} of {workers}"
     written = list(tmp_path.rglob("*.json"))
     assert 1 <= len(written) < 6, f"killed after {len(written)} of 6 images"
     for path in written:  # a killed job leaves whole files only

@@ -244,7 +244,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # When one process fails, launch stops the others; that notice adds nothing to our line.
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="automatic_masks-") as report_dir:
-        job.report_dir = report_dir
+        job.report_dir, job.launcher_pid = report_dir, os.getpid()
         try:
             launch(
                 stage_worker,

@@ -32,6 +32,7 @@ import itertools
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -117,6 +118,7 @@ class StageJob:
         log_period: seconds between progress lines.
         report_dir: folder where each machine's processes leave their error message and the
             exit status for the launching process.
+        launcher_pid: process id of the launching process; spawned processes end with it.
     """
 
     cfg: CfgNode
@@ -125,6 +127,7 @@ class StageJob:
     overlay: bool = False
     log_period: float = 30.0
     report_dir: str = ""
+    launcher_pid: int = 0
 
 
 @dataclass
@@ -403,20 +406,27 @@ def _duration(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def _progress_line(label: str, done: int, total: int, elapsed: float) -> str:
+def _progress_line(
+    label: str, done: int, total: int, elapsed: float, eta: Optional[float] = None
+) -> str:
+    """``label: done/total images (p%), s/image, ETA h:mm:ss``; the ETA extrapolates the rate
+    unless given."""
     rate = elapsed / done if done else float("nan")
-    eta = _duration(rate * (total - done)) if done else "?"
+    if eta is None and done:
+        eta = rate * (total - done)
     percent = 100.0 * done / total if total else 100.0
-    return f"{label}: {done}/{total} images ({percent:.0f}%), {rate:.2f} s/image, ETA {eta}"
+    eta_text = _duration(eta) if eta is not None else "?"
+    return f"{label}: {done}/{total} images ({percent:.0f}%), {rate:.2f} s/image, ETA {eta_text}"
 
 
 class _Progress:
-    """Per-rank progress lines, a progress file for rank 0, and rank 0's total line."""
+    """Per-rank progress lines, a progress file per rank, and rank 0's line for all ranks."""
 
-    def __init__(self, job: StageJob, total: int) -> None:
+    def __init__(self, job: StageJob, total: int, overall: int) -> None:
+        """``total`` images for this process, ``overall`` for all processes together."""
         self.rank, self.world = comm.get_rank(), comm.get_world_size()
         self.folder = Path(job.output) / STATE_DIR / "progress"
-        self.total, self.period = total, job.log_period
+        self.total, self.overall, self.period = total, overall, job.log_period
         self.start = self.last = time.monotonic()
 
     def update(self, done: int) -> None:
@@ -428,27 +438,25 @@ class _Progress:
         if self.world == 1:
             return
         eta = elapsed / done * (self.total - done) if done else None
-        state = {"done": done, "total": self.total, "eta": eta, "time": time.time()}
+        state = {"done": done, "eta": eta, "time": time.time()}
         atomic_write(self.folder / f"rank{self.rank}", json.dumps(state).encode())
         if self.rank == 0:
-            self._log_total()
+            self._log_all()
 
-    def _log_total(self) -> None:
+    def _log_all(self) -> None:
         states = []
-        for path in sorted(self.folder.glob("rank*")):
+        for path in self.folder.glob("rank*"):
             try:
                 states.append(json.loads(path.read_text()))
             except (OSError, ValueError):  # a rank replacing its file right now
                 continue
-        done, total = sum(s["done"] for s in states), sum(s["total"] for s in states)
+        done = sum(s["done"] for s in states)
         etas = [s["eta"] - (time.time() - s["time"]) for s in states if s["eta"] is not None]
-        eta = _duration(max(0.0, max(etas))) if etas and len(states) == self.world else "?"
+        # Once every rank has a rate, the job ends with the slowest one.
+        eta = max(0.0, *etas) if len(etas) == self.world else None
         elapsed = time.monotonic() - self.start
-        rate = elapsed / done if done else float("nan")
-        logger.info(
-            f"all {self.world} processes ({len(states)} reporting): {done}/{total} images, "
-            f"{rate:.2f} s/image together, ETA {eta}"
-        )
+        label = f"all {self.world} processes together"
+        logger.info(_progress_line(label, done, self.overall, elapsed, eta))
 
 
 # ---------------------------------------------------------------------------------- the stage
@@ -476,14 +484,19 @@ def _read(path: str) -> Tuple[Optional[np.ndarray], str]:
 
 
 def _process(
-    job: StageJob, generator: AutomaticMaskGenerator, indices: Sequence[int], stats: RankStats
+    job: StageJob,
+    generator: AutomaticMaskGenerator,
+    indices: Sequence[int],
+    overall: int,
+    stats: RankStats,
 ) -> None:
-    """Segment the images ``indices`` of ``job.items`` and write their files."""
+    """Segment the images ``indices`` of ``job.items`` and write their files (``overall``:
+    the images of all processes, for the progress lines)."""
     from PIL import Image
 
     # Local files of any size are welcome: SAM resizes each crop and masks stay RLE-compressed.
     Image.MAX_IMAGE_PIXELS = None
-    output, progress = Path(job.output), _Progress(job, len(indices))
+    output, progress = Path(job.output), _Progress(job, len(indices), overall)
     progress.update(0)
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next image during generation
@@ -565,7 +578,7 @@ def run_stage(job: StageJob) -> RankStats:
             f"{len(job.items)} images, {stats.skipped} already done, {len(todo)} to segment "
             f"on {world} process(es)"
         )
-    _process(job, generator, mine, stats)
+    _process(job, generator, mine, len(todo), stats)
     return stats
 
 
@@ -643,6 +656,19 @@ def read_reports(report_dir: str) -> Tuple[List[str], Optional[int]]:
     return errors, int(status.read_text()) if status.is_file() else None
 
 
+def _end_with_launcher(launcher_pid: int) -> None:
+    """Have the kernel kill this spawned process when its launcher dies, even by SIGKILL, so
+    that no orphan keeps working beside a restarted job (Linux; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != launcher_pid:  # the launcher died before the request took effect
+        os._exit(1)
+
+
 def stage_worker(job: StageJob) -> None:
     """What every process of Detectron2's ``launch`` runs: the stage, then the summary.
 
@@ -651,6 +677,8 @@ def stage_worker(job: StageJob) -> None:
     a finished run leaves ``exit_code`` (1 when some image could not be read, else 0).
     """
     world = comm.get_world_size()
+    if world > 1 and job.launcher_pid:
+        _end_with_launcher(job.launcher_pid)
     setup_logging(comm.get_rank() if world > 1 else None)
     try:
         stats = run_stage(job)
