@@ -2,8 +2,8 @@
 """Export SAM (image encoder; prompt encoder + mask decoder) or a ViTDet backbone to ONNX.
 
     python tools/export_onnx.py --variant vit_h --checkpoint sam_vit_h_4b8939.pth --out onnx/
-    python tools/export_onnx.py --config-file configs/sam_vit_b.yaml \\
-        --opts MODEL.WEIGHTS sam_vit_b_01ec64.pth --out onnx/ --quantize
+    python tools/export_onnx.py --config-file configs/sam_vit_b.yaml --out onnx/ --quantize \\
+        --opts MODEL.WEIGHTS sam_vit_b_01ec64.pth
     python tools/export_onnx.py --config-file configs/sam_vitdet.yaml --part vitdet-backbone \\
         --checkpoint model_final_61ccd1.pkl --out onnx/
 
@@ -37,7 +37,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="existing output folder")
     p.add_argument("--config-file", default="", help="sam_d2 yacs config of the model")
     p.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE"
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ... (last on the command line)"
     )
     p.add_argument("--variant", default="", help="vit_b | vit_l | vit_h (without a config)")
     p.add_argument("--checkpoint", default="", help="weights (official .pth / .pkl or sam_d2)")
@@ -96,6 +96,8 @@ def build_model(args: argparse.Namespace):
         model = d2_build_model(cfg)
         weights = args.checkpoint or cfg.MODEL.WEIGHTS
         variant = cfg.MODEL.SAM.VARIANT
+        # MODEL.SAM.WEIGHTS is loaded into the SAM part while the model is built.
+        preloaded = bool(cfg.MODEL.SAM.WEIGHTS) and args.part == "sam"
     else:
         from sam_d2 import build_sam
 
@@ -104,14 +106,14 @@ def build_model(args: argparse.Namespace):
         if args.part != "sam":
             raise ValueError("--part vitdet-backbone needs --config-file (a ViTDet config)")
         model = build_sam(args.variant)
-        weights, variant = args.checkpoint, args.variant
+        weights, variant, preloaded = args.checkpoint, args.variant, False
     if args.random_weights is not None:
         with torch.no_grad():
             model.load_state_dict(randomize_state_dict(model.state_dict(), args.random_weights))
         logger.warning("random weights (seed %d): the export is meaningless", args.random_weights)
     elif weights:
         SamCheckpointer(model).load(weights)
-    else:
+    elif not preloaded:
         raise ValueError("no weights: give --checkpoint (or MODEL.WEIGHTS), or --random-weights")
     return model.eval(), variant
 
