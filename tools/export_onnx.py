@@ -37,7 +37,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="existing output folder")
     p.add_argument("--config-file", default="", help="sam_d2 yacs config of the model")
     p.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ... (last on the command line)"
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides KEY VALUE ... (last on the command line)",
     )
     p.add_argument("--variant", default="", help="vit_b | vit_l | vit_h (without a config)")
     p.add_argument("--checkpoint", default="", help="weights (official .pth / .pkl or sam_d2)")
