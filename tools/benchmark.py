@@ -103,7 +103,7 @@ class _Runner:
         self.model = _build(impl, args)
         dev = args.device
         g = torch.Generator().manual_seed(0)
-        self.images = torch.randn(args.batch_size, 3, 1024, 1024, generator=g).to(dev)
+        self.images: Dict[int, torch.Tensor] = {}
         self.coords = (torch.rand(args.prompts, 1, 2, generator=g) * 1024).to(dev)
         self.labels = torch.ones(args.prompts, 1, dtype=torch.int, device=dev)
         self.embedding: Optional[torch.Tensor] = None
@@ -114,10 +114,13 @@ class _Runner:
         dtype = DTYPES[self.args.dtype]
         return torch.autocast(self.args.device, dtype=dtype, enabled=dtype is not None)
 
-    def encode(self) -> torch.Tensor:
+    def encode(self, batch: int = 1) -> torch.Tensor:
+        if batch not in self.images:
+            g = torch.Generator().manual_seed(batch)
+            self.images[batch] = torch.randn(batch, 3, 1024, 1024, generator=g).to(self.args.device)
         if self.impl == "sam_d2":
-            return self.model.encode(self.images)
-        return self.model.image_encoder(self.images)
+            return self.model.encode(self.images[batch])
+        return self.model.image_encoder(self.images[batch])
 
     def decode(self) -> Any:
         if self.embedding is None:
@@ -153,7 +156,7 @@ class _Runner:
         with self.autocast():
             return self.generators[phase].generate(self.photo)
 
-    def run(self, phase: str) -> Dict[str, Any]:
+    def run(self, phase: str, batch: int) -> Dict[str, Any]:
         """Time one call of ``phase``: {"seconds", "count"} (images, prompts or masks)."""
         args = self.args
         with torch.inference_mode():
@@ -161,8 +164,8 @@ class _Runner:
             start = time.perf_counter()
             if phase == "encoder":
                 with self.autocast():
-                    self.encode()
-                count = args.batch_size
+                    self.encode(batch)
+                count = batch
             elif phase == "decoder":
                 with self.autocast():
                     self.decode()
@@ -238,7 +241,7 @@ def _worker(impl: str, args: argparse.Namespace, commands: "mp.Queue", results: 
             return
         try:
             if cmd[0] == "run":
-                results.put(runner.run(cmd[1]))
+                results.put(runner.run(cmd[1], cmd[2]))
             elif cmd[0] == "reset_peak":
                 runner.reset_peak()
                 results.put({})
@@ -259,7 +262,9 @@ class _Worker:
         ctx = mp.get_context("spawn")
         self.impl = impl
         self.commands, self.results = ctx.Queue(), ctx.Queue()
-        self.proc = ctx.Process(target=_worker, args=(impl, args, self.commands, self.results))
+        self.proc = ctx.Process(
+            target=_worker, args=(impl, args, self.commands, self.results), daemon=True
+        )
         self.proc.start()
         self.error: Optional[str] = self._get().get("error")
 
@@ -280,7 +285,9 @@ class _Worker:
     def close(self) -> None:
         if self.proc.is_alive():
             self.commands.put(("stop",))
-        self.proc.join(timeout=30)
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():  # still busy (e.g. interrupted mid-phase)
+            self.proc.terminate()
 
 
 def _load() -> Optional[float]:
@@ -293,44 +300,53 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     if args.device != "cuda" and "sam_fast" in impls:
         impls.remove("sam_fast")  # its kernels are CUDA-only
     workers = {impl: _Worker(impl, args) for impl in impls}
-    phases = ["encoder", "decoder"] + [p for p in AMG_SETTINGS if getattr(args, p)]
+    phases = [("encoder", b) for b in args.batch_size if "encoder" in args.phases]
+    phases += [
+        (p, 1) for p in ["decoder", *AMG_SETTINGS] if p in args.phases or getattr(args, p, 0)
+    ]
     meta = dict(
         variant=args.variant,
         device=_device_name(args.device),
         dtype=args.dtype,
         compile=bool(args.compile),
-        batch_size=args.batch_size,
         prompts=args.prompts,
         torch=torch.__version__,
         threads=torch.get_num_threads(),
     )
     rows: List[Dict[str, Any]] = []
     try:
-        for phase in phases:
+        for phase, batch in phases:
             load_before = _load()
             first: Dict[str, Dict[str, Any]] = {}
             for impl, w in workers.items():
                 w.ask("reset_peak")
-                first[impl] = w.ask("run", phase)  # warm-up (and compilation)
+                first[impl] = w.ask("run", phase, batch)  # warm-up (and compilation)
             times: Dict[str, List[Dict[str, Any]]] = {impl: [] for impl in workers}
             iters = args.iters if phase in ("encoder", "decoder") else args.amg_iters
             for _ in range(iters):
                 for impl, w in workers.items():
                     if "error" not in first[impl]:
-                        times[impl].append(w.ask("run", phase))
+                        times[impl].append(w.ask("run", phase, batch))
             for impl, w in workers.items():
-                rows.append(
-                    _row(impl, phase, first[impl], times[impl], w.ask("peak"), meta, load_before)
-                )
+                peak = w.ask("peak")
+                row = _row(impl, phase, first[impl], times[impl], peak, meta, load_before)
+                rows.append(dict(row, batch_size=batch))
                 print(_format_row(rows[-1]), file=sys.stderr, flush=True)
+            _save(args, rows)
         if args.dtype != "fp32" and "sam_d2" in workers:
-            rows.append(
-                dict(meta, impl="sam_d2", phase="accuracy", **workers["sam_d2"].ask("accuracy"))
-            )
+            acc = workers["sam_d2"].ask("accuracy")
+            rows.append(dict(meta, impl="sam_d2", phase="accuracy", batch_size=1, **acc))
+            _save(args, rows)
     finally:
         for w in workers.values():
             w.close()
     return rows
+
+
+def _save(args: argparse.Namespace, rows: List[Dict[str, Any]]) -> None:
+    """Write the rows so far to ``--json`` (a run cut short keeps its finished phases)."""
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
 
 
 def _row(
@@ -374,7 +390,8 @@ def _format_row(r: Dict[str, Any]) -> str:
             f"median {r['median_abs_logit_error']:.4f}, "
             f"mask IoU mean {r['mean_mask_iou']:.4f} min {r['min_mask_iou']:.4f}"
         )
-    head = f"{r['impl']:<9}{r['phase']:<10}"
+    phase = f"{r['phase']}" + (f" b{r['batch_size']}" if r["phase"] == "encoder" else "")
+    head = f"{r['impl']:<9}{phase:<12}"
     if "error" in r:
         return f"{head} error: {r['error']}"
     return (
@@ -390,16 +407,20 @@ def report(rows: List[Dict[str, Any]]) -> str:
     m = rows[0]
     lines = [
         f"{m['variant']} | {m['device']} | {m['dtype']}{' + compile' if m['compile'] else ''} | "
-        f"encoder batch {m['batch_size']} | {m['prompts']} prompts/decoder call | "
+        f"{m['prompts']} prompts/decoder call | "
         f"torch {m['torch']}"
     ]
     lines += [_format_row(r) for r in rows]
-    ours = {r["phase"]: r for r in rows if r["impl"] == "sam_d2" and "value" in r}
+    ours = {
+        (r["phase"], r["batch_size"]): r for r in rows if r["impl"] == "sam_d2" and "value" in r
+    }
     for r in rows:
-        if r["impl"] != "sam_d2" and "value" in r and r["phase"] in ours:
-            a, b = ours[r["phase"]]["value"], r["value"]
+        key = (r["phase"], r["batch_size"])
+        if r["impl"] != "sam_d2" and "value" in r and key in ours:
+            a, b = ours[key]["value"], r["value"]
             speedup = b / a if r["unit"] == "s/image" else a / b
-            lines.append(f"speed-up sam_d2 vs {r['impl']:<9}{r['phase']:<10}{speedup:6.2f}x")
+            phase = r["phase"] + (f" b{r['batch_size']}" if r["phase"] == "encoder" else "")
+            lines.append(f"speed-up sam_d2 vs {r['impl']:<9}{phase:<12}{speedup:6.2f}x")
     return "\n".join(lines)
 
 
@@ -407,7 +428,7 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
     """README rows: one per (variant, device, dtype, compile, phase), sam_d2 beside the others."""
     groups: Dict[tuple, Dict[str, Dict[str, Any]]] = {}
     for r in rows:
-        if r.get("phase") == "accuracy" or "value" not in r:
+        if r.get("phase") == "accuracy":
             continue
         key = (r["variant"], r["device"], r["dtype"], r["compile"], r["phase"], r["batch_size"])
         groups.setdefault(key, {})[r["impl"]] = r
@@ -418,25 +439,23 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
     ]
     for (variant, device, dtype, comp, phase, batch), by_impl in groups.items():
         ours, ref, fast = (by_impl.get(i) for i in IMPLS)
-        fmt = lambda r: "—" if r is None else f"{r['value']:.3g} {r['unit']}"  # noqa: E731
-        speedup = "—"
-        if ours and ref:
-            ratio = (
-                ref["value"] / ours["value"]
-                if ours["unit"] == "s/image"
-                else ours["value"] / ref["value"]
-            )
-            speedup = f"{ratio:.2f}×"
-        mem = "—"
-        if ours and ref:
+        cells = ["—" if r is None else _cell(r) for r in (ours, ref, fast)]
+        speedup = mem = "—"
+        if ours and ref and "value" in ours and "value" in ref:
+            a, b = ours["value"], ref["value"]
+            speedup = f"{(b / a if ours['unit'] == 's/image' else a / b):.2f}×"
             mem = f"{ours['peak_memory_gib']:.2f} / {ref['peak_memory_gib']:.2f} GiB"
         name = {"encoder": f"encoder (batch {batch})", "decoder": "decoder"}.get(phase, phase)
         prec = dtype + (" + compile" if comp else "")
-        out.append(
-            f"| {variant} | {device} | {prec} | {name} | {fmt(ours)} | {fmt(ref)} | {fmt(fast)} "
-            f"| {speedup} | {mem} |"
-        )
+        out.append(f"| {variant} | {device} | {prec} | {name} | {' | '.join(cells)} ")
+        out[-1] += f"| {speedup} | {mem} |"
     return "\n".join(out)
+
+
+def _cell(r: Dict[str, Any]) -> str:
+    if "error" in r:
+        return "error: " + r["error"].split(":")[0]
+    return f"{r['value']:.3g} {r['unit']}"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -448,7 +467,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--compile", action="store_true", help="torch.compile encoder + decoder")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per encoder call")
+    parser.add_argument(
+        "--batch-size", type=int, nargs="+", default=[1], help="images per encoder call (each)"
+    )
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        default=["encoder", "decoder"],
+        choices=list(UNITS),
+        help="phases to time (--amg / --proposals add theirs)",
+    )
     parser.add_argument("--prompts", type=int, default=64, help="prompts per decoder call")
     parser.add_argument("--iters", type=int, default=3, help="timed calls per impl and phase")
     parser.add_argument("--amg", action="store_true", help="time automatic masks (32x32)")
@@ -474,10 +502,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--device cuda requested but CUDA is not available")
     if args.dtype == "fp16" and args.device == "cpu":
         parser.error("fp16 autocast is not supported on CPU; use fp32 or bf16")
-    for name in ("batch_size", "prompts", "iters", "amg_iters", "points_per_batch"):
+    if min(args.batch_size) < 1:
+        parser.error("--batch-size must be >= 1")
+    for name in ("prompts", "iters", "amg_iters", "points_per_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    needed = [args.image] if (args.amg or args.proposals) else []
+    automatic = args.amg or args.proposals or {"amg", "proposals"} & set(args.phases)
+    needed = [args.image] if automatic else []
     needed += args.accuracy_images if args.dtype != "fp32" else []
     missing = [p for p in needed if not Path(p).is_file()]
     if missing:
@@ -498,10 +529,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows = [r for path in args.table for r in json.loads(Path(path).read_text())["rows"]]
         print(markdown_table(rows))
         return 0
-    rows = run(args)
-    print(report(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    print(report(run(args)))
     return 0
 
 

@@ -1,0 +1,70 @@
+"""tools/benchmark.py without running a model: argument checks, the text report and the README
+table built from ``--json`` rows (the timing itself is exercised by running the tool)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("benchmark_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(impl, phase, value, unit, batch=1, peak=1.0):
+    return dict(
+        variant="vit_b", device="CPU x2", dtype="bf16", compile=False, prompts=64, torch="x",
+        threads=2, impl=impl, phase=phase, unit=unit, value=value, seconds=[1.0],
+        first_call_s=2.0, peak_memory_gib=peak, batch_size=batch,
+    )  # fmt: skip
+
+
+ROWS = [
+    _row("sam_d2", "encoder", 0.2, "img/s", peak=2.0),
+    _row("official", "encoder", 0.1, "img/s", peak=4.0),
+    _row("sam_d2", "amg", 30.0, "s/image"),
+    _row("official", "amg", 90.0, "s/image"),
+    {
+        **{k: v for k, v in _row("sam_fast", "amg", 0, "s/image").items() if k != "value"},
+        "error": "ImportError: no module",
+    },
+]
+
+
+def test_report_ratios(bench):
+    text = bench.report(ROWS)
+    assert "speed-up sam_d2 vs official encoder b1    2.00x" in text
+    assert "speed-up sam_d2 vs official amg           3.00x" in text  # s/image: official / ours
+    assert "sam_fast amg          error: ImportError: no module" in text
+
+
+def test_markdown_table_rows(bench):
+    table = bench.markdown_table(ROWS).splitlines()
+    assert table[0].startswith("| variant | device | precision | phase | sam_d2 | official")
+    assert (
+        "| vit_b | CPU x2 | bf16 | encoder (batch 1) | 0.2 img/s | 0.1 img/s | — | 2.00× "
+        in (table[2])
+    )
+    assert "| amg | 30 s/image | 90 s/image | error: ImportError | 3.00× |" in table[3]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dtype", "fp16", "--device", "cpu"], "fp16 autocast is not supported on CPU"),
+        (["--batch-size", "0", "--device", "cpu"], "--batch-size must be >= 1"),
+        (["--iters", "0", "--device", "cpu"], "--iters must be >= 1"),
+        (["--amg", "--image", "no_such.jpg", "--device", "cpu"], "image not found: no_such.jpg"),
+    ],
+)
+def test_bad_arguments(bench, argv, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        bench.parse_args(argv)
+    assert err.value.code == 2
+    assert message in capsys.readouterr().err
