@@ -1,0 +1,76 @@
+"""MobileSAM and HQ-SAM inside the meta-architectures beyond PromptableSam: detector-prompted SAM
+(ground-truth boxes) and the click benchmark, at 256 px with random weights (plumbing only)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from families_reference import random_state
+
+import sam_d2
+from sam_d2 import SamClickBenchmark
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _image_and_objects():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    masks = torch.zeros(2, 120, 200, dtype=torch.bool)
+    masks[0, 10:60, 20:90] = True
+    masks[1, 50:110, 100:190] = True
+    return image, masks
+
+
+@pytest.mark.parametrize("variant", ["vit_t", "hq_vit_b"])
+def test_detector_prompted_sam_with_gt_boxes(variant):
+    cfg = get_cfg()
+    sam_d2.add_sam_config(cfg)
+    cfg.merge_from_file(str(REPO / "configs" / "sam_vitdet_tiny_cpu.yaml"))
+    cfg.merge_from_list(
+        ["MODEL.SAM_PROMPTED.BOX_SOURCE", "gt", "MODEL.SAM.VARIANT", variant]
+        + ["MODEL.SAM.IMAGE_SIZE", 256, "MODEL.SAM.DROP_PATH_RATE", 0.0]
+    )
+    model = build_model(cfg)
+    model.sam.load_state_dict(random_state(model.sam, seed=7))
+    model.eval()
+    image, masks = _image_and_objects()
+    gt = Instances((120, 200))
+    gt.gt_boxes = Boxes(torch.tensor([[20.0, 10, 90, 60], [100, 50, 190, 110]]))
+    gt.gt_classes = torch.tensor([0, 1])
+    x = {
+        "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+        "height": 120,
+        "width": 200,
+        "instances": gt,
+    }
+    with torch.no_grad():
+        inst = model([x])[0]["instances"]
+    assert inst.pred_masks.shape == (2, 120, 200)
+    assert torch.isfinite(inst.scores).all()
+
+
+@pytest.mark.parametrize("variant", ["vit_t", "hq_vit_b"])
+def test_click_benchmark_runs(variant):
+    sam = sam_d2.build_sam(variant, img_size=256)
+    sam.load_state_dict(random_state(sam, seed=8))
+    model = SamClickBenchmark(sam=sam.eval(), num_points=(1, 2, 3)).eval()
+    image, masks = _image_and_objects()
+    resized = (
+        torch.nn.functional.interpolate(
+            torch.as_tensor(image).permute(2, 0, 1)[None].float(), size=(154, 256), mode="bilinear"
+        )[0]
+        .round()
+        .byte()
+    )
+    inst = Instances((120, 200))
+    inst.gt_masks = BitMasks(masks)
+    with torch.no_grad():
+        out = model([{"image": resized, "height": 120, "width": 200, "instances": inst}])[0]
+    assert out["point_ious"].shape == (2, 3)
+    assert ((out["point_ious"] >= 0) & (out["point_ious"] <= 1)).all()
+    assert (out["oracle_iou_1pt"] >= out["point_ious"][:, 0] - 1e-12).all()
