@@ -120,7 +120,7 @@ def test_two_processes_write_the_files_of_one(setup, reference, tmp_path, capfd)
     assert "rank 0/2: 3/3 images (100%)" in err and "rank 1/2: 3/3 images (100%)" in err
     together = [line for line in err.splitlines() if "all 2 processes together: " in line]
     assert together and all(" images (" in line and " ETA " in line for line in together)
-    assert "summary: 6 images segmented (0 already done before, 0 unreadable), 288 masks, " in err
+    assert "summary: 6 images segmented (0 already done before, 0 failed), 288 masks, " in err
     assert "48.0 masks/image" in err and "s/image per process" in err
 
 
@@ -236,15 +236,20 @@ def test_other_settings_are_refused(setup, reference, tmp_path, capfd):
     ]
 
 
-def test_zero_masks_say_so(setup, tmp_path, capfd):
-    # The paper's filters reject every mask of a random SAM.
-    argv = [str(setup["images"] / "10081.jpg"), "--config-file", str(setup["config"])]
-    argv += ["--points-per-side", "4", "--crop-n-layers", "0", "--output", str(tmp_path)]
+def test_zero_masks_and_unreadable_images_say_so(setup, tmp_path, capfd):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a JPEG")
+    argv = [str(setup["images"] / "10081.jpg"), str(broken), "--config-file", str(setup["config"])]
+    argv += ["--points-per-side", "4", "--crop-n-layers", "0", "--output", str(tmp_path / "out")]
     status, err = _run(argv + ["--device", "cpu", "--checkpoint", str(setup["weights"])], capfd)
-    assert status == 0, err
+    assert status == 1, err
+    assert f"ERROR: skipped {broken}: " in err
+    assert f"1 image(s) could not be read or segmented (a rerun retries them): {broken}" in err
+    # The paper's filters reject every mask of a random SAM.
     assert "WARNING: all 1 images ended with zero masks: the filters may be too strict for " in err
     assert "(--pred-iou-thresh 0.88, --stability-score-thresh 0.95, " in err
-    assert json.loads((tmp_path / "10081.json").read_text())["annotations"] == []
+    assert json.loads((tmp_path / "out" / "10081.json").read_text())["annotations"] == []
+    assert not (tmp_path / "out" / "broken.json").exists()
 
 
 BAD_INPUTS = [

@@ -26,7 +26,8 @@ images into the same --output is refused. Multi-machine runs need --output on a 
 
 Generator settings come from SAM_AUTO of --config-file (configs/sa1b_auto.yaml: the paper's SA-1B
 setting), or the official defaults without one; the --points-per-side ... flags override them.
-Unreadable images are reported by name and skipped (exit status 1). Bad arguments, a missing or
+Images that cannot be read (or that the generator refuses) are named and skipped: exit status 1,
+and a rerun retries them. Bad arguments, a missing or
 unfitting checkpoint or output folder stop the run with one line and exit status 2.
 """
 
@@ -233,7 +234,7 @@ def prepare(args: argparse.Namespace) -> StageJob:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the tool; returns the exit status (0 done, 1 unreadable images, 2 bad input)."""
+    """Run the tool; returns the exit status (0 done, 1 images failed, 2 bad input)."""
     args = parse_args(argv)
     try:
         job = prepare(args)

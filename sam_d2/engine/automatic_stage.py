@@ -39,7 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from glob import glob, has_magic
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -134,21 +134,20 @@ class StageJob:
 class RankStats:
     """What one process did (all processes' stats add up to the run's summary)."""
 
-    rank: int = 0
     skipped: int = 0
     done: int = 0
     masks: int = 0
     empty: int = 0
     seconds: float = 0.0
-    unreadable: List[str] = field(default_factory=list)
+    failed: List[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------- image list
 def _glob_base(pattern: str) -> Path:
     """The longest leading part of a glob pattern without wildcards (a folder)."""
     parts = Path(pattern).parts
-    base = [p for p in parts[: next(i for i, p in enumerate(parts) if has_magic(p))]]
-    return Path(*base) if base else Path(".")
+    fixed = parts[: next(i for i, p in enumerate(parts) if has_magic(p))]
+    return Path(*fixed) if fixed else Path(".")
 
 
 def _is_image(path: Path) -> bool:
@@ -188,7 +187,7 @@ def collect_images(
         StageError: an input matches no image, or there are no images at all.
     """
     excluded = [Path(e).resolve() for e in exclude]
-    found: List[Tuple[Path, str]] = []
+    found: List[Tuple[Path, Path]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -296,6 +295,17 @@ def generator_kwargs(cfg: CfgNode) -> Dict[str, Any]:
     )
 
 
+#: What each manifest entry stands for, in the message refusing another run's folder.
+_MANIFEST_MEANING = {
+    "model": "model",
+    "weights": "weights",
+    "weights_bytes": "weights",
+    "generator": "generator settings",
+    "images": "image list",
+    "image_list_sha256": "image list",
+}
+
+
 def _manifest(job: StageJob) -> Dict[str, Any]:
     """What makes two runs' outputs interchangeable: model, weights, settings, image list."""
     digest = hashlib.sha256()
@@ -322,12 +332,10 @@ def _manifest_conflict(path: Path, expected: Dict[str, Any]) -> Optional[str]:
         return f"{path}: unreadable run manifest ({e}); remove it or use another --output"
     for key, value in expected.items():
         if found.get(key) != value:
-            what = {"model": "model", "weights": "weights", "weights_bytes": "weights"}.get(
-                key, "generator settings" if key == "generator" else "image list"
-            )
             return (
-                f"{path.parent.parent}: holds the results of a run with other {what}; "
-                "use another --output (or remove that folder to start over)"
+                f"{path.parent.parent}: holds the results of a run with other "
+                f"{_MANIFEST_MEANING[key]}; use another --output (or remove that folder to start "
+                "over)"
             )
     return None
 
@@ -360,8 +368,12 @@ def sa1b_document(
         ann["point_coords"] = [[float(v) for v in p] for p in record["point_coords"]]
         annotations.append(ann)
     height, width = image_hw
-    image = {"image_id": item.image_id, "width": width, "height": height}
-    image["file_name"] = item.file_name
+    image = {
+        "image_id": item.image_id,
+        "width": width,
+        "height": height,
+        "file_name": item.file_name,
+    }
     return {"image": image, "annotations": annotations}
 
 
@@ -382,9 +394,10 @@ def _overlay_png(image: np.ndarray, records: Sequence[Dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-def _scan_outputs(output: Path) -> Tuple[set, List[Path]]:
+def _scan_outputs(output: Path) -> Tuple[Set[str], List[Path]]:
     """Output names (relative, without ``.json``) already written, and leftover temporaries."""
-    finished, temporaries = set(), []
+    finished: Set[str] = set()
+    temporaries: List[Path] = []
     for folder, dirs, files in os.walk(output):
         rel = Path(folder).relative_to(output)
         if rel == Path("."):
@@ -507,11 +520,16 @@ def _process(
             if n + 1 < len(indices):
                 pending = reader.submit(_read, job.items[indices[n + 1]].path)
             image, error = current.result()
-            if image is None:
-                logger.error(f"cannot read image {item.path}: {error}")
-                stats.unreadable.append(item.path)
+            records = None
+            if image is not None:
+                try:
+                    records = generator.generate(image)
+                except ValueError as e:  # an image the generator refuses (its message says why)
+                    error = str(e)
+            if records is None:
+                logger.error(f"skipped {item.path}: {error}")
+                stats.failed.append(item.path)
             else:
-                records = generator.generate(image)
                 if job.overlay:
                     png = _overlay_png(image, records)
                     atomic_write(output / OVERLAY_DIR / f"{item.output_name}.png", png)
@@ -572,7 +590,7 @@ def run_stage(job: StageJob) -> RankStats:
     generator = _build_generator(job.cfg)  # fails, if at all, before any file is written
     todo = _prepare(job)
     mine = shard(todo, rank, world)
-    stats = RankStats(rank=rank, skipped=len(job.items) - len(todo))
+    stats = RankStats(skipped=len(job.items) - len(todo))
     if rank == 0:
         logger.info(
             f"{len(job.items)} images, {stats.skipped} already done, {len(todo)} to segment "
@@ -586,12 +604,12 @@ def format_summary(all_stats: Sequence[RankStats]) -> str:
     """The end-of-run summary line from every process's stats."""
     done = sum(s.done for s in all_stats)
     masks = sum(s.masks for s in all_stats)
-    unreadable = sum(len(s.unreadable) for s in all_stats)
+    failed = sum(len(s.failed) for s in all_stats)
     per_process = sum(s.seconds for s in all_stats) / max(done, 1)
     wall = max((s.seconds for s in all_stats), default=0.0)
     return (
         f"summary: {done} images segmented ({all_stats[0].skipped} already done before, "
-        f"{unreadable} unreadable), {masks} masks, {masks / max(done, 1):.1f} masks/image, "
+        f"{failed} failed), {masks} masks, {masks / max(done, 1):.1f} masks/image, "
         f"{per_process:.2f} s/image per process, {wall / max(done, 1):.2f} s/image overall "
         f"({len(all_stats)} process(es), {_duration(wall)})"
     )
@@ -674,7 +692,8 @@ def stage_worker(job: StageJob) -> None:
 
     Expected failures (:class:`StageError`, :class:`~sam_d2.checkpoint.CheckpointError`) leave
     their one-line message as ``error-rank<r>`` in ``job.report_dir`` and exit with status 2;
-    a finished run leaves ``exit_code`` (1 when some image could not be read, else 0).
+    a finished run leaves ``exit_code`` (1 when some image could not be read or segmented,
+    else 0).
     """
     world = comm.get_world_size()
     if world > 1 and job.launcher_pid:
@@ -693,11 +712,14 @@ def stage_worker(job: StageJob) -> None:
         hint = zero_mask_hint(job.cfg, all_stats)
         if hint:
             logger.warning(hint)
-        unreadable = [p for s in all_stats for p in s.unreadable]
-        if unreadable:
-            logger.error(f"{len(unreadable)} image(s) could not be read: {', '.join(unreadable)}")
+        failed = [p for s in all_stats for p in s.failed]
+        if failed:
+            logger.error(
+                f"{len(failed)} image(s) could not be read or segmented (a rerun retries them): "
+                + ", ".join(failed)
+            )
     if comm.get_local_rank() == 0:
-        _report(job, "exit_code", "1" if any(s.unreadable for s in all_stats) else "0")
+        _report(job, "exit_code", "1" if any(s.failed for s in all_stats) else "0")
     if world > 1:
         # Leave together and tear the gloo group down: a process exiting with live gloo threads
         # can abort.
