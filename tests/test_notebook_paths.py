@@ -34,9 +34,9 @@ from segment_anything.modeling import (  # noqa: E402
 LOGIT_SCALE = 50.0
 
 
-def official_tiny_sam() -> Sam:
+def official_tiny_sam(**overrides) -> Sam:
     """The official ``Sam`` class with conftest's TINY_SAM sizes (encoder and decoder)."""
-    t = TINY_SAM
+    t = {**TINY_SAM, **overrides}
     grid = t["img_size"] // 16
     return Sam(
         image_encoder=ImageEncoderViT(
@@ -70,7 +70,7 @@ def official_tiny_sam() -> Sam:
     ).eval()
 
 
-def model_pair(folder, nudge: bool):
+def model_pair(folder, nudge: bool, **overrides):
     """(official, sam_d2) tiny SAMs with the same random weights; sam_d2's is loaded from an
     official-format checkpoint file written to ``folder``.
 
@@ -79,7 +79,7 @@ def model_pair(folder, nudge: bool):
     masks), and the decoder's upscaling kernels are nearly constant over their 2x2 taps (blobs,
     not checkerboards).
     """
-    ref = official_tiny_sam()
+    ref = official_tiny_sam(**overrides)
     state = randomize_state_dict(ref.state_dict(), seed=3)
     if nudge:
         state["mask_decoder.iou_prediction_head.layers.2.bias"] += 1.0
@@ -96,7 +96,7 @@ def model_pair(folder, nudge: bool):
     ref.load_state_dict(state)
     path = folder / "sam_tiny.pth"
     torch.save(state, path)
-    ours = sam_d2.build_sam("custom", checkpoint=str(path), **TINY_SAM)
+    ours = sam_d2.build_sam("custom", checkpoint=str(path), **{**TINY_SAM, **overrides})
     return ref, ours
 
 
@@ -251,7 +251,8 @@ def test_automatic_notebook_same_results(tmp_path):
     path = shared_path("sam_images", "dog.jpg")
     # 34 x 50 pixels: the notebook's 2048 prompts (32x32 grid + 4 crops at 16x16) stay cheap
     image = np.ascontiguousarray(np.array(Image.open(path).convert("RGB"))[::16, ::16])
-    ref_model, ours_model = model_pair(tmp_path, nudge=True)
+    # a 128-px encoder input: 32 x 32 low-res masks, a quarter of the upscaling work
+    ref_model, ours_model = model_pair(tmp_path, nudge=True, img_size=128)
     ref = amg_notebook(segment_anything.SamAutomaticMaskGenerator, ref_model, image)
     ours = amg_notebook(sam_d2.SamAutomaticMaskGenerator, ours_model, image)
     assert len(ref) >= 2, "too few masks survive for a meaningful comparison"
