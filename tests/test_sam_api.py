@@ -154,6 +154,9 @@ def test_meta_arch_inputs_and_errors(tiny):
     assert len(out[1]["instances"]) == 0
     with pytest.raises(PromptError, match=r"input 0 .*no prompt given"):
         tiny([{"image": image}])
+    half = {"point_coords": torch.tensor([[[5.0, 5.0]]]), "point_labels": torch.tensor([[0.5]])}
+    with pytest.raises(PromptError, match="0.5"):  # refused, not truncated to background
+        tiny([{"image": image, **half}])
     with pytest.raises(ValueError, match="exceeds the encoder input 256"):
         tiny([{"image": torch.zeros(3, 300, 100), "boxes": torch.zeros(1, 4)}])
     with pytest.raises(ValueError, match=r"'image' must be \(3, H, W\)"):

@@ -154,9 +154,9 @@ class PromptableSam(Sam):
                 value = value.tensor
             if value is not None:
                 value = torch.as_tensor(value, device=self.device)
-                value = value.int() if key == "point_labels" else value.float()
+                value = value if key == "point_labels" else value.float()
             prompts[key] = value
-        check_prompts(
+        check_prompts(  # labels checked as given: 0.5 is refused, not truncated to 0
             prompts["point_coords"],
             prompts["point_labels"],
             prompts["boxes"],
@@ -164,6 +164,8 @@ class PromptableSam(Sam):
             input_hw,
             self.prompt_encoder.mask_input_size,
         )
+        if prompts["point_labels"] is not None:
+            prompts["point_labels"] = prompts["point_labels"].int()
         return prompts
 
     def decode_chunked(
