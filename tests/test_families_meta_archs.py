@@ -74,3 +74,30 @@ def test_click_benchmark_runs(variant):
     assert out["point_ious"].shape == (2, 3)
     assert ((out["point_ious"] >= 0) & (out["point_ious"] <= 1)).all()
     assert (out["oracle_iou_1pt"] >= out["point_ious"][:, 0] - 1e-12).all()
+
+
+@pytest.mark.parametrize("config", ["mobile_sam.yaml", "sam_hq_vit_b.yaml"])
+def test_promptable_training_step(config):
+    """The paper's interactive training simulation (shortened) runs and backpropagates."""
+    cfg = get_cfg()
+    sam_d2.add_sam_config(cfg)
+    cfg.merge_from_file(str(REPO / "configs" / config))
+    cfg.merge_from_list(
+        ["MODEL.DEVICE", "cpu", "MODEL.SAM.IMAGE_SIZE", 128, "MODEL.SAM.DROP_PATH_RATE", 0.0]
+        + ["MODEL.SAM.TRAIN.NUM_CORRECTION_POINTS", 1, "MODEL.SAM.TRAIN.NO_POINT_ROUNDS", False]
+    )
+    model = build_model(cfg)
+    model.load_state_dict(random_state(model, seed=9))
+    model.train()
+    gt = torch.zeros(2, 96, 128, dtype=torch.bool)
+    gt[0, 10:50, 10:60] = True
+    gt[1, 40:90, 60:120] = True
+    image = torch.as_tensor(
+        np.random.default_rng(1).integers(0, 255, (3, 96, 128)), dtype=torch.uint8
+    )
+    losses = model([{"image": image, "gt_masks": gt}])
+    assert set(losses) == {"loss_mask_focal", "loss_mask_dice", "loss_iou"}
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    grads = [p.grad for p in model.mask_decoder.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
