@@ -231,11 +231,19 @@ def test_save_resume_export_round_trip(image_dir, tmp_path, model):
         np.testing.assert_array_equal(dense(rec["annotations"][1]["segmentation"]), drawn)
         result = c.post("/api/export").json()
     assert result == {
-        "path": str(out.resolve() / "export/coco_instances.json"),
+        "path": str(tmp_path.resolve() / "out_coco.json"),
         "images": 2,
         "annotations": 3,
         "categories": 3,
     }
+
+    # the folder still reads as SA-1B per-image JSON (the export lies beside it, not in it)
+    from sam_d2.data.sa1b import load_sa1b_dicts, read_sa1b_json
+
+    sa1b = load_sa1b_dicts(str(out), str(image_dir))
+    assert [Path(d["file_name"]).name for d in sa1b] == ["dog.jpg", "groceries.jpg"]
+    dog = read_sa1b_json(sa1b[0]["sa1b_json"])["annotations"]
+    np.testing.assert_array_equal(coco_to_mask(dog[1]["segmentation"]), drawn)
 
     # the export loads in Detectron2 with exactly those masks
     from detectron2.data import DatasetCatalog, MetadataCatalog

@@ -175,7 +175,7 @@ def test_click_accept_prefill_export_in_chromium(browser, tmp_path):
     assert len(dog) == n_prefilled and all(a["accepted"] for a in dog)
     from detectron2.data import DatasetCatalog
 
-    register_export("annotate_browser_test", str(tmp_path / "out/export/coco_instances.json"))
+    register_export("annotate_browser_test", str(tmp_path / "out_coco.json"))
     exported = {Path(d["file_name"]).name: d for d in DatasetCatalog.get("annotate_browser_test")}
     for name, saved in (("truck.jpg", truck), ("dog.jpg", dog)):
         got = [coco_to_mask(a["segmentation"]) for a in exported[name]["annotations"]]

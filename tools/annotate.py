@@ -17,7 +17,12 @@ import threading
 from pathlib import Path
 
 from sam_d2.annotate.embeddings import ModelSlot, build_app_model
-from sam_d2.annotate.storage import EXPORT_NAME, AnnotationStore, ImageFolder, export_coco
+from sam_d2.annotate.storage import (
+    AnnotationStore,
+    ImageFolder,
+    default_export_path,
+    export_coco,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--points-per-side", type=int, default=32, help="pre-fill point grid")
     p.add_argument("--pred-iou-thresh", type=float, default=0.88, help="pre-fill filter")
     p.add_argument("--stability-score-thresh", type=float, default=0.95, help="pre-fill filter")
+    p.add_argument(
+        "--export", help="COCO export file of the Export button (default: <out>_coco.json)"
+    )
     p.add_argument("--export-only", action="store_true", help="write the COCO export and exit")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return p.parse_args(argv)
@@ -60,7 +68,7 @@ def main(argv=None) -> int:
         return 2
     if args.export_only:
         store = AnnotationStore(folder, args.out)
-        result = export_coco(store, store.out / EXPORT_NAME)
+        result = export_coco(store, args.export or default_export_path(args.out))
         n, m = result["annotations"], result["images"]
         print(f"exported {n} masks of {m} images to {result['path']}")
         return 0
@@ -95,6 +103,7 @@ def main(argv=None) -> int:
     settings = AppSettings(
         images=Path(args.images),
         out=Path(args.out),
+        export=Path(args.export) if args.export else None,
         categories=[c.strip() for c in args.categories.split(",") if c.strip()]
         if args.categories
         else (),

@@ -1,7 +1,7 @@
 """Register the app's COCO exports as Detectron2 datasets, also from an environment variable.
 
 ``tools/train_net.py`` imports ``sam_d2``, which calls :func:`register_from_env`: with
-``SAM_D2_COCO_DATASETS="my_masks=/path/ANNOT/export/coco_instances.json"`` (several separated by
+``SAM_D2_COCO_DATASETS="my_masks=/path/ANNOT_coco.json"`` (several separated by
 ``;``) the export trains as ``DATASETS.TRAIN '("my_masks",)'`` without any code. The image folder
 is read from the export's ``info.image_root`` (written by :func:`~.storage.export_coco`).
 """

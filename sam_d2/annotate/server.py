@@ -59,12 +59,12 @@ from .embeddings import (
     predictor_for,
 )
 from .storage import (
-    EXPORT_NAME,
     AnnotationError,
     AnnotationStore,
     ImageFolder,
     ImageInfo,
     check_rle,
+    default_export_path,
     export_coco,
     make_annotation,
     mask_geometry,
@@ -83,7 +83,8 @@ class AppSettings:
 
     Attributes:
         images: folder of images to annotate.
-        out: folder of the per-image JSON files (and the export, the embedding cache).
+        out: folder of the per-image JSON files (and of the embedding cache, ``.embeddings``).
+        export: the COCO export file (default: ``<out>_coco.json`` beside ``out``).
         categories: allowed labels; empty means free text.
         default_category: label of new objects.
         prefetch: how many following images are pre-encoded in the background.
@@ -96,6 +97,7 @@ class AppSettings:
     images: Path
     out: Path
     categories: Sequence[str] = ()
+    export: Optional[Path] = None
     default_category: str = "object"
     prefetch: int = 2
     prefill: Dict[str, Any] = field(
@@ -552,7 +554,7 @@ def create_app(settings: AppSettings, slot: ModelSlot) -> FastAPI:
 
     @app.post("/api/export")
     def export() -> Dict[str, Any]:
-        return export_coco(ann.store, ann.store.out / EXPORT_NAME)
+        return export_coco(ann.store, settings.export or default_export_path(settings.out))
 
     @app.get("/api/model")
     def model_info() -> Dict[str, Any]:

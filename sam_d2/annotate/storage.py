@@ -41,13 +41,13 @@ from pycocotools import mask as mask_utils
 from ..automatic.rle import rle_to_coco
 
 __all__ = [
-    "EXPORT_NAME",
     "IMAGE_SUFFIXES",
     "AnnotationError",
     "AnnotationStore",
     "ImageFolder",
     "ImageInfo",
     "atomic_write_json",
+    "default_export_path",
     "check_rle",
     "export_coco",
     "make_annotation",
@@ -61,8 +61,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 #: Sources an annotation may have (see the module docstring).
 SOURCES = ("point", "box", "prefill", "brush", "edited")
 FORMAT_VERSION = 1
-#: The COCO export, relative to the output folder.
-EXPORT_NAME = "export/coco_instances.json"
 
 
 class AnnotationError(ValueError):
@@ -418,6 +416,13 @@ def _parse_record(text: str, info: ImageInfo) -> Dict[str, Any]:
             raise ValueError(f"annotation {i}: mask size differs from the image")
     record.setdefault("annotate", {"version": FORMAT_VERSION, "prefill": None})
     return record
+
+
+def default_export_path(out: os.PathLike) -> Path:
+    """``<out>_coco.json`` beside the output folder: outside it, so that the folder holds only
+    per-image JSON files (SA-1B readers take every ``*.json`` in it for an image's file)."""
+    out = Path(out).resolve()
+    return out.with_name(out.name + "_coco.json")
 
 
 def export_coco(store: AnnotationStore, path: os.PathLike) -> Dict[str, Any]:
