@@ -2,6 +2,7 @@
 one-line errors. Real BSDS500 images (downscaled copies), a tiny random SAM, CPU, gloo."""
 
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -46,7 +47,7 @@ MODEL:
 # Random weights pass no quality filter: keep every mask of a 4 x 4 grid (48 per image), fast.
 LOOSE = [
     "--points-per-side", "4", "--crop-n-layers", "0", "--pred-iou-thresh", "0",
-    "--stability-score-thresh", "0", "--box-nms-thresh", "1", "--log-period", "0.01",
+    "--stability-score-thresh", "0", "--box-nms-thresh", "1", "--log-period", "0.01", "--overlay",
 ]  # fmt: skip
 
 
@@ -115,7 +116,8 @@ def test_two_processes_write_the_files_of_one(setup, reference, tmp_path, capfd)
     json_names = sorted(n for n in reference if n.endswith(".json"))
     expected = ["100007", "100039", "100099", "10081", "sub/101027", "sub/101084"]
     assert json_names == [n + ".json" for n in expected]
-    assert set(reference) == set(json_names) | {".automatic_masks/manifest"}
+    overlays = {f"overlays/{n}.png" for n in expected}
+    assert set(reference) == set(json_names) | overlays | {".automatic_masks/manifest"}
     # Progress with ETA per rank and in total, then the summary.
     assert "rank 0/2: 3/3 images (100%)" in err and "rank 1/2: 3/3 images (100%)" in err
     together = [line for line in err.splitlines() if "all 2 processes together: " in line]
@@ -133,6 +135,8 @@ def test_sa1b_json_layout(setup, reference):
         assert image["file_name"] == name[: -len(".json")] + ".jpg"
         on_disk = Image.open(setup["images"] / image["file_name"])
         assert (image["width"], image["height"]) == on_disk.size
+        overlay = Image.open(io.BytesIO(reference["overlays/" + name[: -len("json")] + "png"]))
+        assert overlay.size == on_disk.size and overlay.mode == "RGB"
         ids.append(image["image_id"])
         assert [a["id"] for a in annotations] == list(range(48))
         for ann in annotations:
