@@ -120,8 +120,8 @@ class DownsampledAttention(nn.Module):
         # out_proj(concat_h A_h v_h) = sum_h A_h (v_h W_o,h^T + b_o / heads)
         w_out = self.out_proj.weight.reshape(-1, heads, d)  # (C, heads, d)
         values = torch.einsum("nthd,chd->nhtc", v, w_out) + self.out_proj.bias / heads
-        out = torch.bmm(attn.reshape(n, heads * t, -1).transpose(1, 2), values.flatten(1, 2))
-        return out + residual
+        weights = attn.reshape(n, heads * t, -1).transpose(1, 2)  # (N, HW, heads * T)
+        return torch.baddbmm(residual, weights, values.flatten(1, 2))
 
 
 class FeedForward(nn.Module):
