@@ -61,9 +61,12 @@ from sam_d2.engine.automatic_stage import (  # noqa: E402
     setup_logging,
     stage_worker,
 )
+from sam_d2.modeling.families import FAMILY_VARIANTS  # noqa: E402
+from sam_d2.modeling.image_encoder import ENCODER_PRESETS  # noqa: E402
 
 PROG = "automatic_masks.py"
-VARIANTS = ("vit_b", "vit_l", "vit_h")
+# SAM's three encoders, then the other families (MobileSAM "vit_t", HQ-SAM "hq_vit_*").
+VARIANTS = tuple(sorted(ENCODER_PRESETS)) + tuple(sorted(FAMILY_VARIANTS))
 DEFAULT_VARIANT = "vit_h"
 
 # Flag -> (SAM_AUTO key, type, what it does).
