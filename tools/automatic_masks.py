@@ -108,7 +108,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--config-file", default="", help="sam_d2 config: model and SAM_AUTO (default: none)"
     )
     p.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ..."
+        "--opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="config overrides KEY VALUE ... (last on the line)",
     )
     p.add_argument(
         "--variant",
