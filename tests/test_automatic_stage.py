@@ -241,18 +241,26 @@ def test_other_settings_are_refused(setup, reference, tmp_path, capfd):
 
 
 def test_zero_masks_and_unreadable_images_say_so(setup, tmp_path, capfd):
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"not a JPEG")
-    argv = [str(setup["images"] / "10081.jpg"), str(broken), "--config-file", str(setup["config"])]
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = Image.open(setup["images"] / "10081.jpg")
+    photo.convert("L").save(src / "gray.png")  # converted to RGB on reading
+    photo.convert("RGBA").save(src / "rgba.png")
+    (src / "broken.jpg").write_bytes(b"not a JPEG")
+    argv = [str(src), "--config-file", str(setup["config"]), "--device", "cpu"]
     argv += ["--points-per-side", "4", "--crop-n-layers", "0", "--output", str(tmp_path / "out")]
-    status, err = _run(argv + ["--device", "cpu", "--checkpoint", str(setup["weights"])], capfd)
+    status, err = _run(argv + ["--checkpoint", str(setup["weights"])], capfd)
     assert status == 1, err
+    broken = src / "broken.jpg"
     assert f"ERROR: skipped {broken}: " in err
     assert f"1 image(s) could not be read or segmented (a rerun retries them): {broken}" in err
     # The paper's filters reject every mask of a random SAM.
-    assert "WARNING: all 1 images ended with zero masks: the filters may be too strict for " in err
+    assert "WARNING: all 2 images ended with zero masks: the filters may be too strict for " in err
     assert "(--pred-iou-thresh 0.88, --stability-score-thresh 0.95, " in err
-    assert json.loads((tmp_path / "out" / "10081.json").read_text())["annotations"] == []
+    for name in ("gray", "rgba"):
+        doc = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        assert doc["annotations"] == [] and doc["image"]["file_name"] == f"{name}.png"
+        assert (doc["image"]["width"], doc["image"]["height"]) == photo.size
     assert not (tmp_path / "out" / "broken.json").exists()
 
 
