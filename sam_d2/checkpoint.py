@@ -127,8 +127,3 @@ def load_sam_checkpoint(model: nn.Module, path: str) -> None:
     """Load a checkpoint (official SAM, ViTDet or sam_d2) into ``model``, strictly, on the CPU."""
     SamCheckpointer(model).load(path)
 
-
-def convert_official_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """Temporary identity (the modules now load official layouts themselves); removed once no
-    caller is left."""
-    return dict(state_dict)

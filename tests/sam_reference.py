@@ -15,7 +15,6 @@ from segment_anything.modeling import (
 )
 
 import sam_d2
-from sam_d2.checkpoint import convert_official_state_dict
 from sam_d2.utils.random_weights import randomize_state_dict as randomize_
 
 # A small encoder at the real input size (1024, 64x64 tokens, window 14): every code path of the
@@ -67,7 +66,7 @@ def reference_sam(
 def matched_models(
     variant: str = "custom", seed: int = 0, **encoder: object
 ) -> Tuple[sam_d2.PromptableSam, RefSam]:
-    """(ours, reference) SAM with identical random weights; ours loaded via the key converter."""
+    """(ours, reference) SAM with identical random weights; ours loads the official state dict."""
     enc = dict(MINI, **encoder) if variant == "custom" else {}
     if variant == "custom":
         ref = reference_sam(**enc)
@@ -78,6 +77,6 @@ def matched_models(
     state = randomize_(ref.state_dict(), seed)
     ref.load_state_dict(state)
     ours = sam_d2.build_sam(variant, **enc)
-    result = ours.load_state_dict(convert_official_state_dict(state), strict=True)
+    result = ours.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     return ours.eval(), ref

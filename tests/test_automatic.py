@@ -34,7 +34,6 @@ from sam_d2.automatic.rle import (
     rle_to_coco,
     rle_to_mask,
 )
-from sam_d2.checkpoint import convert_official_state_dict
 from sam_d2.config import add_sam_config
 from sam_d2.modeling.meta_arch.proposals import SamAutomaticProposals  # noqa: F401 (registers)
 
@@ -90,9 +89,7 @@ def models():
     ref = _reference_sam()
     _randomize(ref, seed=1)
     ours = sam_d2.build_sam("custom", img_size=IMG_SIZE, **TINY)
-    missing, unexpected = ours.load_state_dict(
-        convert_official_state_dict(ref.state_dict()), strict=False
-    )
+    missing, unexpected = ours.load_state_dict(ref.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("pixel_") for k in missing), (missing, unexpected)
     return ours.eval(), ref
 
