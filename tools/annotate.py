@@ -23,10 +23,11 @@ from sam_d2.annotate.storage import (
     default_export_path,
     export_coco,
 )
+from sam_d2.utils.cli import HelpFormatter
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--images", required=True, help="folder of images to annotate (recursive)")
     p.add_argument("--out", required=True, help="folder of the per-image SA-1B JSON files")
     p.add_argument("--config-file", help="sam_d2 config (its model is or holds a SAM)")

@@ -29,6 +29,7 @@ from PIL import Image
 
 from sam_d2.annotate.embeddings import ModelSlot, build_app_model
 from sam_d2.annotate.server import AppSettings, ServerThread, create_app
+from sam_d2.utils.cli import HelpFormatter
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sam_images"
 
@@ -39,7 +40,7 @@ def percentiles(values):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     p.add_argument("--variant", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     p.add_argument("--checkpoint")

@@ -28,13 +28,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from sam_d2.utils.cli import HelpFormatter
+
 logger = logging.getLogger("benchmark_onnx")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = REPO_ROOT.parent / "shared" / "data" / "sam_images" / "truck.jpg"
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--variant", default="vit_b", help="vit_b | vit_l | vit_h")
     p.add_argument("--out", required=True, help="folder for the exported files (created)")
     p.add_argument("--image", default=str(DEFAULT_IMAGE), help="a real RGB image")

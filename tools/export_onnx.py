@@ -29,11 +29,13 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from sam_d2.utils.cli import HelpFormatter
+
 logger = logging.getLogger("export_onnx")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--out", required=True, help="existing output folder")
     p.add_argument("--config-file", default="", help="sam_d2 yacs config of the model")
     p.add_argument(

@@ -30,6 +30,7 @@ from detectron2.utils import comm
 import sam_d2  # noqa: F401  (registers meta-architectures, backbones, datasets)
 from sam_d2 import add_sam_config
 from sam_d2.engine import Trainer, load_weights
+from sam_d2.utils.cli import HelpFormatter
 
 PROG = "train_net.py"
 #: Metadata entries naming a dataset's files, checked before the run.
@@ -53,16 +54,12 @@ class UsageError(Exception):
     """A problem with the command line or the config, found before the run starts."""
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples' line breaks."""
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Detectron2's standard arguments plus ``--debug``; ``--help`` shows defaults."""
     parser = default_argument_parser(epilog=EXAMPLES)
     parser.prog = "python tools/train_net.py"
     parser.description = "Train or evaluate a sam_d2 / Detectron2 model from a yacs config."
-    parser.formatter_class = _HelpFormatter
+    parser.formatter_class = HelpFormatter
     parser.add_argument(
         "--debug", action="store_true", help="print full tracebacks instead of one-line errors"
     )
