@@ -1,8 +1,7 @@
 """Automatic mask generation: parity with ``segment_anything.SamAutomaticMaskGenerator`` on the
-same random weights, RLE round trips, clean-up, grids / crops, the proposals meta-architecture
-and the command-line tool."""
+same random weights, argument checking, RLE round trips, clean-up, grids / crops and the
+proposals meta-architecture (tools/automatic_masks.py is tested in test_automatic_stage.py)."""
 
-import json
 import math
 
 import numpy as np
@@ -480,14 +479,14 @@ def test_proposals_meta_arch_ranks_and_truncates(models, image):
     ours, _ = models
     model = build_model(_proposal_cfg(max_proposals=10)).eval()
     assert isinstance(model, SamAutomaticProposals)
-    model.load_state_dict(ours.state_dict())
+    model.sam.load_state_dict(ours.state_dict())
     bgr = torch.as_tensor(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1)
     h, w = image.shape[:2]
     out = model(
         [{"image": bgr, "height": h, "width": w}, {"image": bgr, "height": 2 * h, "width": 2 * w}]
     )
     inst = out[0]["instances"]
-    all_masks = model.make_generator().generate_mask_sets([image])[0]
+    all_masks = model.generator.generate_mask_sets([image])[0]
     nonempty = all_masks.select(all_masks.areas > 0)
     expected = (nonempty.predicted_iou + torch.nan_to_num(nonempty.stability_score)) / 2
     expected = expected.sort(descending=True).values[:10]
@@ -512,41 +511,3 @@ def test_proposals_meta_arch_rejects_bad_settings():
     cfg.SAM_AUTO.RANKING = "area"
     with pytest.raises(ValueError, match="ranking"):
         build_model(cfg)
-
-
-# ---------------------------------------------------------------------------------- tool
-def test_automatic_masks_tool(models, image, tmp_path, monkeypatch):
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location(
-        "automatic_masks", Path(__file__).resolve().parents[1] / "tools" / "automatic_masks.py"
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    ours, _ = models
-    monkeypatch.setattr(
-        tool,
-        "build_generator",
-        lambda args: AutomaticMaskGenerator(
-            ours, **dict(RELAXED, points_per_side=4), output_mode="coco_rle"
-        ),
-    )
-    src = tmp_path / "in"
-    (src / "sub").mkdir(parents=True)
-    Image.fromarray(image).convert("L").save(src / "gray.png")
-    Image.fromarray(image).convert("RGBA").save(src / "sub" / "rgba.png")
-    (src / "broken.jpg").write_bytes(b"not an image")
-    out = tmp_path / "out"
-    code = tool.main([str(src), str(src / "sub" / "*.png"), "--output", str(out), "--overlay"])
-    assert code == 1  # broken.jpg
-    doc = json.loads((out / "gray.json").read_text())
-    assert doc["image"]["height"] == image.shape[0] and len(doc["annotations"]) > 0
-    ann = doc["annotations"][0]
-    mask = coco_to_mask(ann["segmentation"])
-    assert mask.shape == image.shape[:2] and mask.sum() == ann["area"]
-    assert (out / "rgba.json").is_file() and (out / "gray_overlay.png").is_file()
-    assert not (out / "broken.json").exists()
-    assert tool.output_names([Path("a/x.jpg"), Path("b/x.png")]) == ["x", "x_1"]
-    with pytest.raises(FileNotFoundError, match="nothing_here"):
-        tool.collect_images([str(tmp_path / "nothing_here*.jpg")])
