@@ -20,9 +20,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from detectron2.config import CfgNode
 from detectron2.evaluation import COCOEvaluator
-from detectron2.utils.file_io import PathManager
 from faster_coco_eval import COCO as FasterCOCO
 from faster_coco_eval import COCOeval_faster
+
+from ..utils.atomic import atomic_open
 
 __all__ = ["FastCOCOEvaluator", "evaluate_coco", "build_coco_evaluator"]
 
@@ -123,7 +124,7 @@ class FastCOCOEvaluator(COCOEvaluator):
         if self._output_dir:
             path = os.path.join(self._output_dir, "coco_instances_results.json")
             self._logger.info(f"Saving results to {path}")
-            with PathManager.open(path, "w") as f:
+            with atomic_open(path, "w") as f:
                 f.write(json.dumps(results))
         if not self._do_evaluation:
             self._logger.info("Annotations are not available for evaluation.")

@@ -66,6 +66,8 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import create_small_table
 from lvis import LVIS
 
+from ..utils.atomic import atomic_open
+
 __all__ = ["LVISMaskProposalEvaluator", "greedy_match", "image_recall_counts"]
 
 logger = logging.getLogger(__name__)
@@ -355,7 +357,7 @@ class LVISMaskProposalEvaluator(DatasetEvaluator):
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
             path = os.path.join(self._output_dir, "lvis_mask_proposal_recall.pth")
-            with PathManager.open(path, "wb") as f:
+            with atomic_open(path, "wb") as f:
                 torch.save(predictions, f)
 
         num_gt = np.sum([p["num_gt"] for p in predictions], axis=0)

@@ -34,6 +34,8 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 from tabulate import tabulate
 
+from ..utils.atomic import atomic_open
+
 __all__ = ["PointMIoUEvaluator", "average_point_miou", "point_miou_table", "TASK"]
 
 logger = logging.getLogger(__name__)
@@ -133,7 +135,8 @@ class PointMIoUEvaluator(DatasetEvaluator):
     """mIoU after N clicks per dataset, and their mean (module docstring).
 
     ``process`` takes the outputs of ``SamClickBenchmark`` (``point_ious``, ``oracle_iou_1pt``,
-    ``object_ids``, ``num_points``, ``dataset_name``; the inputs' ``num_empty_masks``). ``evaluate`` returns::
+    ``object_ids``, ``num_points``, ``dataset_name``; the inputs' ``num_empty_masks``).
+    ``evaluate`` returns::
 
         {"point_miou": {"mIoU@1", ..., "mIoU@9", "oracle_mIoU@1", "num_datasets"},
          "point_miou/<dataset>": {"mIoU@1", ..., "oracle_mIoU@1", "num_objects", "num_skipped"}}
@@ -276,9 +279,9 @@ class PointMIoUEvaluator(DatasetEvaluator):
         results = _summarize(per_dataset)
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
-            with PathManager.open(os.path.join(self._output_dir, "point_miou.json"), "w") as f:
+            with atomic_open(os.path.join(self._output_dir, "point_miou.json"), "w") as f:
                 json.dump(results, f, indent=2)
-            with PathManager.open(
+            with atomic_open(
                 os.path.join(self._output_dir, "point_miou_per_object.pth"), "wb"
             ) as f:
                 torch.save(per_object, f)
