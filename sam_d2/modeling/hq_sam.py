@@ -100,6 +100,10 @@ class HQMaskDecoder(MaskDecoder):
             nn.Conv2d(c // 4, c // 8, 3, 1, 1),
         )
 
+    def num_outputs(self, multimask_output: bool) -> int:
+        """One mask per prompt, as the official HQ-SAM returns (SAM's mask + the HQ mask)."""
+        return 1
+
     def forward(
         self,
         image_embeddings: Tensor,

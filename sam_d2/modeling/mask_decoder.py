@@ -64,6 +64,10 @@ class MaskDecoder(nn.Module):
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
         )
 
+    def num_outputs(self, multimask_output: bool) -> int:
+        """Masks returned per prompt: the multimask outputs, or the single-mask output."""
+        return self.num_mask_tokens - 1 if multimask_output else 1
+
     def forward(
         self,
         image_embeddings: Tensor,

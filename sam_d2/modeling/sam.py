@@ -166,7 +166,7 @@ class Sam(nn.Module):
         prompts = (point_coords, point_labels, boxes, mask_inputs)
         n = next((p.shape[0] for p in prompts if p is not None), 0)
         if n == 0:
-            k = self.mask_decoder.num_mask_tokens - 1 if multimask_output else 1
+            k = self.mask_decoder.num_outputs(multimask_output)
             h, w = self.prompt_encoder.mask_input_size
             return image_embeddings.new_zeros(0, k, h, w), image_embeddings.new_zeros(0, k)
         step = max(1, int(chunk_size))
