@@ -26,6 +26,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 import sam_d2  # noqa: F401  (registers meta-architectures, backbones, datasets)
 from sam_d2 import add_sam_config
@@ -148,6 +149,8 @@ def setup(args: argparse.Namespace) -> CfgNode:
     """Config plus Detectron2's per-process setup (logging to OUTPUT_DIR/log.txt, seeds)."""
     cfg = build_config(args)
     default_setup(cfg, args)
+    # sam_d2's own messages (resumed images, results files) beside Detectron2's
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sam_d2")
     return cfg
 
 
