@@ -19,7 +19,6 @@ import heapq
 import itertools
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +35,7 @@ from torch import Tensor
 from ..data.image_io import read_image_rgb
 from ..modeling.sam import Sam
 from ..predictor import SamPredictor
+from ..utils.atomic import atomic_open
 
 __all__ = [
     "DetectorPrefill",
@@ -164,10 +164,7 @@ class EmbeddingCache:
 
     def put(self, model_id: str, content: str, emb: Embedding) -> None:
         path = self._file(model_id, content)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".emb.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_open(str(path), "wb") as f:
             torch.save(
                 {
                     "features": emb.features,
@@ -175,12 +172,8 @@ class EmbeddingCache:
                     "original_size": list(emb.original_size),
                     "model_id": model_id,
                 },
-                tmp,
+                f,
             )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         self._remember((model_id, content), emb)
 
     def _remember(self, key: Tuple[str, str], emb: Embedding) -> None:

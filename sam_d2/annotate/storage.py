@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from ..automatic.rle import rle_to_coco
+from ..utils.atomic import atomic_open
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -159,18 +159,8 @@ def image_id_of(name: str) -> int:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     """Write JSON to a temporary file beside ``path`` and move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(str(path), "w") as f:
+        json.dump(data, f)
 
 
 def check_rle(rle: Any, height: int, width: int) -> Dict[str, Any]:
