@@ -188,14 +188,21 @@ def _one_click_iou(sam, image, masks):
 
 
 def test_tiny_sam_overfits_one_real_image():
+    """1-click IoU of a random tiny SAM on one BSDS500 image's regions: < 0.3, then > 0.8 after
+    200 steps of the first round alone (one uniform point per mask, 3 outputs, min-loss
+    supervised), which is the round the 1-click benchmark measures; the later rounds are
+    checked above. About 60-90 s on one shared core."""
     torch.manual_seed(0)
     image, masks = _one_bsds_image()
     assert 2 <= len(masks) <= 8
     sam = tiny_sam(0)
+    sam.interactive_training = InteractiveTraining(
+        num_correction_points=0, no_point_rounds=False, box_prob=0.0
+    )
     before = _one_click_iou(sam, image, masks)
     sam.train()
-    opt = torch.optim.AdamW(sam.parameters(), lr=2e-3, weight_decay=0.0)
-    for _ in range(120):
+    opt = torch.optim.AdamW(sam.parameters(), lr=1e-3, weight_decay=0.0)
+    for _ in range(200):
         losses = sam([{"image": image, "gt_masks": masks}])
         opt.zero_grad()
         sum(losses.values()).backward()

@@ -132,6 +132,30 @@ def plot_curve(out: Path, metrics_file: Path, evals: List[Dict[str, Any]]) -> No
     os.replace(tmp, out)
 
 
+class DemoTrainer(Trainer):
+    """sam_d2's Trainer whose only evaluation is the held-out point benchmark (results kept in
+    ``self.evaluations`` and written to ``OUTPUT_DIR/results.json`` after each run)."""
+
+    def __init__(self, cfg: CfgNode, eval_period: int) -> None:
+        self.eval_period = eval_period
+        self.evaluations: List[Dict[str, Any]] = []
+        super().__init__(cfg)
+
+    def build_hooks(self) -> List[hooks.HookBase]:
+        kept = [h for h in super().build_hooks() if not isinstance(h, hooks.EvalHook)]
+        return kept + [hooks.EvalHook(self.eval_period, self.run_eval)]
+
+    def run_eval(self) -> Dict[str, float]:
+        start = time.perf_counter()
+        res = evaluate_heldout(self.cfg, self.model)
+        it = self.iter + 1 if self.evaluations else 0
+        self.evaluations.append({"iteration": it, **res, "eval_s": time.perf_counter() - start})
+        logger.info(f"held-out point benchmark at iteration {it}: {res}")
+        out = Path(self.cfg.OUTPUT_DIR)
+        write_json(out / "results.json", {"evaluations": self.evaluations})
+        return {f"heldout/{k}": v for k, v in res.items()}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.num_threads)
@@ -146,29 +170,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logger(str(out), name=logger.name)
     register_bsds500_regions(args.data_root)
     cfg = setup(args)
-    trainer = Trainer(cfg)
+    trainer = DemoTrainer(cfg, args.eval_period)
     trainer.resume_or_load(resume=False)
-    evals: List[Dict[str, Any]] = []
-
-    def run_eval() -> Dict[str, float]:
-        start = time.perf_counter()
-        res = evaluate_heldout(cfg, trainer.model)
-        it = trainer.iter + 1 if evals else 0
-        evals.append({"iteration": it, **res, "eval_s": time.perf_counter() - start})
-        logger.info(f"held-out point benchmark at iteration {it}: {res}")
-        write_json(out / "results.json", {"evaluations": evals, "config": args.config_file})
-        return {f"heldout/{k}": v for k, v in res.items()}
-
-    run_eval()  # the untrained model
-    trainer.register_hooks([hooks.EvalHook(args.eval_period, run_eval)])
+    trainer.run_eval()  # the untrained model
     start = time.perf_counter()
     trainer.train()
-    train_s = time.perf_counter() - start
+    evals = trainer.evaluations
     first, last = evals[0], evals[-1]
     summary = {
         "evaluations": evals,
         "config": args.config_file,
-        "train_wall_s_including_evals": train_s,
+        "opts": args.opts,
+        "train_wall_s_including_evals": time.perf_counter() - start,
         "before": first,
         "after": last,
     }
