@@ -37,7 +37,7 @@ def _record():
 
 def _draws(num_workers, seed=0):
     mapper = SamTrainMapper(
-        image_size=64, image_format="RGB", max_masks=3, random_flip=False, seed=seed
+        image_size=512, image_format="RGB", max_masks=3, random_flip=False, seed=seed
     )
     data = MapDataset(DatasetFromList([_record()] * 4, copy=False), mapper)
     loader = torch.utils.data.DataLoader(
