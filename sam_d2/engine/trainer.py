@@ -181,7 +181,13 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg: CfgNode, model: nn.Module, evaluators: Optional[List] = None):
-        """Evaluate every test set; several point-benchmark sets also get their mean (SA-23)."""
+        """Evaluate every test set; several point-benchmark sets also get their mean (SA-23).
+
+        No test set (e.g. the evaluation at the end of a training run without one): nothing to do.
+        """
+        if not cfg.DATASETS.TEST:
+            logger.info("DATASETS.TEST is empty: no evaluation")
+            return {}
         results = run_evaluation(cls, cfg, model, evaluators)  # checks data, records, resumes
         point = {
             name: res

@@ -21,7 +21,6 @@ Output per image: ``{"instances": Instances(height, width)}`` with
 In training, returns ``{"loss_mask_focal", "loss_mask_dice", "loss_iou"}``.
 """
 
-from contextlib import nullcontext
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -37,12 +36,12 @@ from ..interactive_training import InteractiveTraining
 from ..mask_decoder import MaskDecoder
 from ..prompt_encoder import PromptEncoder
 from ..sam import Sam, build_sam_modules
+from ..speed import DTYPES, autocast, compile_sam
 from ..weights import load_part_weights, register_part_loading
 
 __all__ = ["PromptableSam", "PROMPT_KEYS"]
 
 PROMPT_KEYS = ("point_coords", "point_labels", "boxes", "mask_inputs")
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @META_ARCH_REGISTRY.register()
@@ -63,6 +62,8 @@ class PromptableSam(Sam):
         mask_threshold: float = 0.0,
         prompt_chunk_size: int = 256,
         encoder_dtype: str = "fp32",
+        decoder_dtype: str = "fp32",
+        compile: bool = False,
         interactive_training: Optional[InteractiveTraining] = None,
         freeze_image_encoder: bool = False,
         activation_checkpointing: bool = False,
@@ -74,7 +75,12 @@ class PromptableSam(Sam):
             multimask_output: default number of outputs per prompt (3 if True, else 1).
             mask_threshold: logit threshold of binary masks.
             prompt_chunk_size: prompts decoded at once (bounds decoder memory).
-            encoder_dtype: "fp32", "bf16" or "fp16"; the encoder runs under autocast unless fp32.
+            encoder_dtype: "fp32", "bf16" or "fp16"; the encoder runs under autocast unless fp32
+                (fp16 needs a GPU).
+            decoder_dtype: the same for the prompt encoder and mask decoder at inference (their
+                outputs are returned as fp32).
+            compile: ``torch.compile`` the encoder and decoder (:func:`~sam_d2.modeling.speed.
+                compile_sam`; the first call of each shape pays the compilation).
             interactive_training: the training simulation run by ``losses`` (default: the
                 paper's 11 rounds, ``sam_d2.modeling.interactive_training.InteractiveTraining``).
             freeze_image_encoder: give the image encoder's parameters no gradient (fine-tuning
@@ -87,21 +93,23 @@ class PromptableSam(Sam):
         super().__init__(image_encoder, prompt_encoder, mask_decoder, pixel_mean, pixel_std)
         if input_format not in ("RGB", "BGR"):
             raise ValueError(f"input_format must be RGB or BGR, got {input_format!r}")
-        if encoder_dtype not in _DTYPES:
-            raise ValueError(
-                f"encoder_dtype must be one of {sorted(_DTYPES)}, got {encoder_dtype!r}"
-            )
+        for name, value in (("encoder_dtype", encoder_dtype), ("decoder_dtype", decoder_dtype)):
+            if value not in DTYPES:
+                raise ValueError(f"{name} must be one of {sorted(DTYPES)}, got {value!r}")
         self.input_format = input_format
         self.multimask_output = multimask_output
         self.mask_threshold = mask_threshold
         self.prompt_chunk_size = prompt_chunk_size
         self.encoder_dtype = encoder_dtype
+        self.decoder_dtype = decoder_dtype
         self.interactive_training = interactive_training or InteractiveTraining()
         self.image_encoder.requires_grad_(not freeze_image_encoder)
         self.image_encoder.activation_checkpointing = activation_checkpointing
         register_part_loading(self, [""])
         if weights:
             load_part_weights(self, weights)
+        if compile:
+            compile_sam(self)
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
@@ -117,6 +125,8 @@ class PromptableSam(Sam):
             mask_threshold=cfg.MODEL.SAM.MASK_THRESHOLD,
             prompt_chunk_size=cfg.MODEL.SAM.PROMPT_CHUNK_SIZE,
             encoder_dtype=cfg.MODEL.SAM.ENCODER_DTYPE,
+            decoder_dtype=cfg.MODEL.SAM.DECODER_DTYPE,
+            compile=cfg.MODEL.SAM.COMPILE,
             interactive_training=InteractiveTraining(cfg),
             freeze_image_encoder=cfg.MODEL.SAM.TRAIN.FREEZE_IMAGE_ENCODER,
             activation_checkpointing=cfg.MODEL.SAM.TRAIN.ACTIVATION_CHECKPOINTING,
@@ -138,9 +148,7 @@ class PromptableSam(Sam):
 
     def embed_images(self, images: Sequence[Tensor]) -> Tensor:
         """(B, C, h, w) embeddings of RGB images (autocast per ``encoder_dtype``)."""
-        dtype = _DTYPES[self.encoder_dtype]
-        ctx = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
-        with ctx:
+        with autocast(self.device, self.encoder_dtype):
             emb = self.encode(self.preprocess(images))
         return emb.float()
 
@@ -175,12 +183,14 @@ class PromptableSam(Sam):
 
         ``prompts`` maps each of :data:`PROMPT_KEYS` to a tensor or None (as from ``prompts_of``).
         """
-        return self.decode_in_chunks(
-            embedding,
-            self.prompt_chunk_size,
-            *(prompts.get(k) for k in PROMPT_KEYS),
-            multimask_output=multimask,
-        )
+        with autocast(self.device, "fp32" if self.training else self.decoder_dtype):
+            low_res, iou = self.decode_in_chunks(
+                embedding,
+                self.prompt_chunk_size,
+                *(prompts.get(k) for k in PROMPT_KEYS),
+                multimask_output=multimask,
+            )
+        return low_res.float(), iou.float()
 
     def to_instances(
         self,

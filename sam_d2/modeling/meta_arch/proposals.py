@@ -99,6 +99,9 @@ def automatic_inputs(sam: PromptableSam, batched_inputs: List[Dict[str, Any]]) -
 def make_generator(sam: PromptableSam, generator_kwargs: Dict[str, Any]) -> AutomaticMaskGenerator:
     """An :class:`AutomaticMaskGenerator` on ``sam``; fails at once on bad settings.
 
+    The generator's precision defaults to the SAM's ``decoder_dtype`` (its encoder follows
+    ``encoder_dtype``).
+
     Raises:
         ValueError: ``generator_kwargs`` set ``model`` or ``output_mode`` (the meta-architecture
             owns them), or a setting the generator rejects.
@@ -106,7 +109,7 @@ def make_generator(sam: PromptableSam, generator_kwargs: Dict[str, Any]) -> Auto
     for key in ("model", "output_mode"):
         if key in generator_kwargs:
             raise ValueError(f"generator_kwargs must not set {key!r}")
-    return AutomaticMaskGenerator(sam, **generator_kwargs)
+    return AutomaticMaskGenerator(sam, **{"dtype": sam.decoder_dtype, **generator_kwargs})
 
 
 @META_ARCH_REGISTRY.register()
