@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sam_d2_onnx.transforms import as_rgb_uint8  # numpy-only, shared with ONNX
+
 from .data.transforms import ResizeLongestSide
 from .modeling.sam import Sam
 from .prompts import PromptError, check_prompts
@@ -46,7 +48,7 @@ class SamPredictor:
                 channels and an alpha channel (H, W, 4) is dropped.
             image_format: "RGB" or "BGR".
         """
-        image = _as_rgb_uint8(image, image_format)
+        image = as_rgb_uint8(image, image_format)
         tensor = torch.as_tensor(self.transform.apply_image(image), device=self.device)
         self.set_torch_image(tensor.permute(2, 0, 1)[None], image.shape[:2])
 
@@ -201,25 +203,6 @@ class SamPredictor:
         """(1, C, h, w) embedding of the current image."""
         self._require_image()
         return self.features
-
-
-def _as_rgb_uint8(image: np.ndarray, image_format: str) -> np.ndarray:
-    """Validate an image and return it as (H, W, 3) uint8 RGB."""
-    if image_format not in ("RGB", "BGR"):
-        raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype} (scale it to [0, 255] first)")
-    if min(image.shape[:2]) < 1:
-        raise ValueError(f"empty image of shape {image.shape}")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    image = image[..., :3]
-    return image[..., ::-1] if image_format == "BGR" else image
 
 
 def _as_tensor(name: str, value: Any, shape: str, ok: Callable[[Tuple[int, ...]], bool]) -> Tensor:

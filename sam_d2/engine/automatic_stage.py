@@ -50,6 +50,7 @@ from detectron2.utils import comm
 from ..automatic import AutomaticMaskGenerator
 from ..checkpoint import CheckpointError, load_sam_checkpoint
 from ..data.image_io import read_image_rgb
+from ..modeling.meta_arch.proposals import generator_kwargs_from_cfg
 from ..modeling.sam import Sam
 
 __all__ = [
@@ -277,22 +278,7 @@ def generator_kwargs(cfg: CfgNode) -> Dict[str, Any]:
             f"--points-per-side {c.POINTS_PER_SIDE} with --crop-n-points-downscale-factor "
             f"{c.CROP_N_POINTS_DOWNSCALE_FACTOR} leaves crop layer {c.CROP_N_LAYERS} without points"
         )
-    return dict(
-        points_per_side=c.POINTS_PER_SIDE,
-        points_per_batch=c.POINTS_PER_BATCH,
-        pred_iou_thresh=c.PRED_IOU_THRESH,
-        stability_score_thresh=c.STABILITY_SCORE_THRESH,
-        stability_score_offset=c.STABILITY_SCORE_OFFSET,
-        box_nms_thresh=c.BOX_NMS_THRESH,
-        crop_n_layers=c.CROP_N_LAYERS,
-        crop_nms_thresh=c.CROP_NMS_THRESH,
-        crop_overlap_ratio=c.CROP_OVERLAP_RATIO,
-        crop_n_points_downscale_factor=c.CROP_N_POINTS_DOWNSCALE_FACTOR,
-        min_mask_region_area=c.MIN_MASK_REGION_AREA,
-        max_mask_area_ratio=c.MAX_MASK_AREA_RATIO if c.MAX_MASK_AREA_RATIO > 0 else None,
-        encoder_batch_size=c.ENCODER_BATCH_SIZE,
-        output_mode="coco_rle",
-    )
+    return dict(generator_kwargs_from_cfg(cfg), output_mode="coco_rle")
 
 
 #: What each manifest entry stands for, in the message refusing another run's folder.
