@@ -14,7 +14,8 @@ from sam_d2.engine import Trainer
 DATASET = "sam_d2_test_coco_sample_train"
 
 
-def _cfg(tmp_path):
+def _cfg(tmp_path, config: str = "configs/sam_vit_b.yaml"):
+    """``config`` with a tiny SAM at 256 px, 8 masks per image, 3 iterations, the COCO sample."""
     root = shared_path("coco_sample")
     if DATASET not in DatasetCatalog.list():
         register_coco_instances(
@@ -22,7 +23,7 @@ def _cfg(tmp_path):
         )
     cfg = get_cfg()
     sam_d2.add_sam_config(cfg)
-    cfg.merge_from_file("configs/sam_vit_b.yaml")
+    cfg.merge_from_file(config)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.SAM.VARIANT = "custom"
     cfg.MODEL.SAM.IMAGE_SIZE = 256
@@ -95,9 +96,8 @@ def test_paper_schedules_and_the_finetune_config():
 
 
 def test_finetune_config_freezes_the_encoder(tmp_path):
-    cfg = _cfg(tmp_path)
-    cfg.merge_from_file("configs/sam_finetune_coco_format.yaml")
-    cfg.DATASETS.TRAIN = (DATASET,)
+    cfg = _cfg(tmp_path, "configs/sam_finetune_coco_format.yaml")  # tiny model, small batch
+    assert cfg.MODEL.SAM.TRAIN.FREEZE_IMAGE_ENCODER
     cfg.SOLVER.IMS_PER_BATCH = 1
     cfg.SOLVER.MAX_ITER = 1
     cfg.SOLVER.WARMUP_ITERS = 1
