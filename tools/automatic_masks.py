@@ -63,6 +63,7 @@ from sam_d2.engine.automatic_stage import (  # noqa: E402
 )
 from sam_d2.modeling.families import FAMILY_VARIANTS  # noqa: E402
 from sam_d2.modeling.image_encoder import ENCODER_PRESETS  # noqa: E402
+from sam_d2.utils.cli import HelpFormatter  # noqa: E402
 
 PROG = "automatic_masks.py"
 # SAM's three encoders, then the other families (MobileSAM "vit_t", HQ-SAM "hq_vit_*").
@@ -98,9 +99,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Command-line arguments; every option's help states its default."""
     defaults = get_cfg()
     add_sam_config(defaults)
-    p = OneLineParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = OneLineParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--output", required=True, help="folder of the JSON files (created)")
     p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
@@ -128,9 +127,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--overlay", action="store_true", help=f"also write <output>/{OVERLAY_DIR}/<name>.png"
     )
-    p.add_argument("--num-gpus", type=int, default=1, help="processes per machine (default: 1)")
-    p.add_argument("--num-machines", type=int, default=1, help="machines (default: 1)")
-    p.add_argument("--machine-rank", type=int, default=0, help="rank of this machine (default: 0)")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
+    p.add_argument("--num-machines", type=int, default=1, help="machines")
+    p.add_argument("--machine-rank", type=int, default=0, help="rank of this machine")
     p.add_argument(
         "--dist-url",
         default="auto",
@@ -140,7 +139,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--log-period",
         type=float,
         default=30.0,
-        help="seconds between progress lines (default: 30)",
+        help="seconds between progress lines",
     )
     group = p.add_argument_group(
         "generator settings (default: SAM_AUTO of --config-file, else the value shown)"

@@ -37,6 +37,7 @@ from sam_d2.evaluation.bsds import (
 )
 from sam_d2.evaluation.bsds.reference import pyedgeeval_matcher
 from sam_d2.modeling.edge_map import edge_nms
+from sam_d2.utils.cli import HelpFormatter
 
 MATCHERS = {"sam_d2": None, "pyEdgeEval": pyedgeeval_matcher}
 
@@ -100,10 +101,7 @@ def run(jobs: Sequence, thresholds: np.ndarray, matcher: str, workers: int) -> T
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--bsds", type=Path, default=Path("datasets/bsds500"), help="BSDS500 root")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split")
     parser.add_argument("--num-images", type=int, default=10, help="images, evenly spread")

@@ -30,6 +30,7 @@ from sam_d2.evaluation.bsds import (
     save_pr_curve,
     summarize_edge_counts,
 )
+from sam_d2.utils.cli import HelpFormatter
 
 logger = logging.getLogger("eval_edges")
 
@@ -117,21 +118,8 @@ def _positive_float(text: str) -> float:
     return value
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except for required arguments and empty or off defaults."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        default = action.default
-        if action.required or default is None or default is False or default == "":
-            return action.help
-        return super()._get_help_string(action)
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        formatter_class=_HelpFormatter,
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--pred", required=True, type=Path, help="folder of <id>.png edge maps")
     parser.add_argument("--gt", required=True, type=Path, help="BSDS groundTruth/<split> folder")
     parser.add_argument(

@@ -40,6 +40,7 @@ from sam_d2.data.bsds500_regions import register_bsds500_regions
 from sam_d2.data.point_mapper import build_point_eval_loader
 from sam_d2.engine import Trainer
 from sam_d2.evaluation.point_miou import PointMIoUEvaluator
+from sam_d2.utils.cli import HelpFormatter
 
 REPO = Path(__file__).resolve().parents[1]
 HELDOUT = "bsds500_regions_heldout"
@@ -47,7 +48,7 @@ logger = logging.getLogger("train_from_scratch_demo")
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config-file", default=str(REPO / "configs/bsds500_regions_from_scratch.yaml"))
     p.add_argument("--output-dir", required=True)
     p.add_argument(
