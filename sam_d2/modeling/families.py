@@ -6,23 +6,31 @@ Every family yields the same three modules as SAM (``image_encoder``, ``prompt_e
 ``mask_decoder``), so the meta-architectures, ``SamPredictor`` and the automatic mask generator
 take any of them.
 
-| variant | model | encoder | decoder |
-| --- | --- | --- | --- |
-| ``vit_t`` | MobileSAM | TinyViT-5M (:mod:`.tiny_vit`) | SAM's |
-| ``hq_vit_{b,l,h}`` | HQ-SAM | SAM's ViT (+ early feature) | SAM's + HQ token (:mod:`.hq_sam`) |
+| variant | model | encoder | decoder | frame |
+| --- | --- | --- | --- | --- |
+| ``vit_t`` | MobileSAM | TinyViT-5M (:mod:`.tiny_vit`) | SAM's | pad |
+| ``hq_vit_{b,l,h}`` | HQ-SAM | SAM's ViT (+ early feature) | SAM's + HQ token (:mod:`.hq_sam`) | pad |
+| ``sam2.1_hiera_{t,s,b+,l}`` | SAM 2.1 image model | Hiera + FPN (:mod:`.hiera`, :mod:`.sam2`) | SAM 2's (:mod:`.sam2`) | stretch |
+
+The frame is how images enter the encoder (:mod:`sam_d2.data.transforms`): "pad" (longest side
+resized, zero-padded square, SAM's) or "stretch" (resized to the square, SAM 2's).
 """
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 from torch import nn
 
+from .hiera import HIERA_PRESETS
 from .hq_sam import HQImageEncoder, HQMaskDecoder
 from .image_encoder import ENCODER_PRESETS
 from .mask_decoder import MaskDecoder
+from .prompt_encoder import PromptEncoder
+from .sam2 import Sam2ImageEncoder, Sam2MaskDecoder, Sam2PromptEncoder, build_sam2_encoder
 from .tiny_vit import TINY_VIT_PRESETS, TinyViT
 
-__all__ = ["Family", "FAMILY_VARIANTS", "family_variant_of"]
+__all__ = ["Family", "FAMILY_VARIANTS", "family_variant_of", "variant_frame"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,10 @@ class Family:
         decoder_kwargs: extra decoder arguments that depend on the built encoder.
         decoder_options: names of optional decoder arguments accepted by ``build_sam_modules``
             (e.g. HQ-SAM's ``hq_token_only``).
+        prompt_encoder_cls: prompt encoder class, constructed with :class:`PromptEncoder`'s
+            arguments.
+        frame: "pad" or "stretch" (module docstring); the built encoder's ``frame`` attribute
+            (absent: "pad") says the same, which is what :class:`~sam_d2.modeling.sam.Sam` reads.
     """
 
     description: str
@@ -44,6 +56,8 @@ class Family:
     decoder_cls: Type[MaskDecoder] = MaskDecoder
     decoder_kwargs: Callable[[nn.Module], Dict[str, Any]] = field(default=lambda encoder: {})
     decoder_options: Tuple[str, ...] = ()
+    prompt_encoder_cls: Type[PromptEncoder] = PromptEncoder
+    frame: str = "pad"
 
 
 def _tiny_vit(preset: str) -> Callable[..., TinyViT]:
@@ -72,13 +86,41 @@ FAMILY_VARIANTS: Dict[str, Family] = {
         )
         for vit in ("vit_b", "vit_l", "vit_h")
     },
+    **{
+        f"sam2.1_{preset}": Family(
+            f"SAM 2.1 {preset} image model (Hiera + FPN encoder, SAM 2's decoder; no video memory)",
+            partial(build_sam2_encoder, preset),
+            Sam2MaskDecoder,
+            prompt_encoder_cls=Sam2PromptEncoder,
+            frame=Sam2ImageEncoder.frame,
+        )
+        for preset in HIERA_PRESETS
+    },
+}
+
+# SAM 2.1's Hiera presets by (stage-1 width, number of blocks), for wrong-file messages.
+_HIERA_BY_SHAPE = {
+    (int(p["embed_dim"]), sum(p["stages"])): name for name, p in HIERA_PRESETS.items()
 }
 
 
+def variant_frame(variant: str) -> str:
+    """The frame ("pad" or "stretch") of a ``MODEL.SAM.VARIANT``: SAM's presets and "custom" pad."""
+    family = FAMILY_VARIANTS.get(variant)
+    return family.frame if family is not None else "pad"
+
+
 def family_variant_of(state_dict: Dict[str, Any]) -> Optional[str]:
-    """The family variant a state dict's keys reveal (for wrong-file messages), else None."""
+    """The family variant a state dict's keys reveal (for wrong-file messages), else None.
+
+    Works on sam_d2's layouts and on the official files (SAM 2's ``sam2.1_hiera_*.pt`` too).
+    """
     hq = any(key.endswith("mask_decoder.hf_token.weight") for key in state_dict)
+    blocks = {k.split("trunk.blocks.")[1].split(".")[0] for k in state_dict if "trunk.blocks." in k}
     for key, value in state_dict.items():
+        if key.endswith("image_encoder.trunk.patch_embed.proj.weight"):
+            preset = _HIERA_BY_SHAPE.get((int(value.shape[0]), len(blocks)), "hiera")
+            return f"sam2.1_{preset} (SAM 2.1)"
         if key.endswith("image_encoder.patch_embed.seq.0.c.weight"):
             return "vit_t (MobileSAM)"
         if hq and key.endswith("image_encoder.patch_embed.proj.weight"):

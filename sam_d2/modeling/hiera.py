@@ -25,6 +25,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from torchvision.ops import stochastic_depth
 
 from .vit import window_partition, window_unpartition
@@ -213,13 +214,17 @@ class Hiera(nn.Module):
         pos = pos + win.tile(1, 1, hw[0] // win.shape[2], hw[1] // win.shape[3])
         return pos.permute(0, 2, 3, 1)
 
-    def forward(self, x: Tensor) -> List[Tensor]:
-        """(B, 3, S, S) -> [(B, C_i, h_i, w_i)] per stage, finest first."""
+    def forward(self, x: Tensor, recompute: bool = False) -> List[Tensor]:
+        """(B, 3, S, S) -> [(B, C_i, h_i, w_i)] per stage, finest first.
+
+        With ``recompute``, each block is recomputed in backward instead of keeping its
+        activations (activation checkpointing).
+        """
         x = self.patch_embed(x)
         x = x + self._pos_embed(x.shape[1:3])
         outs = []
         for i, blk in enumerate(self.blocks):
-            x = blk(x)
+            x = checkpoint(blk, x, use_reentrant=False) if recompute else blk(x)
             if i in self.stage_ends:
                 outs.append(x.permute(0, 3, 1, 2))
         return outs

@@ -1,20 +1,24 @@
 """The SAM model as a pure module: encode images once, decode any number of prompts.
 
 No config and no per-image state: :class:`sam_d2.SamPredictor` and the meta-architectures wrap it.
-Coordinates given to :meth:`Sam.decode` are pixels of the resized (longest side = ``img_size``)
-image, the "input frame".
+Coordinates given to :meth:`Sam.decode` are pixels of the resized image, the "input frame". How an
+image is resized into it is the model's :attr:`Sam.frame` (:mod:`sam_d2.data.transforms`): "pad"
+(SAM: longest side = ``img_size``, zero-padded to the square) or "stretch" (SAM 2: resized to the
+``img_size`` square); :meth:`Sam.input_size` and :meth:`Sam.postprocess_masks` follow it.
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.transforms import frame_input_size
 from .families import FAMILY_VARIANTS
 from .image_encoder import ENCODER_PRESETS, SamImageEncoder
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
+from .sam2 import Sam2ImageEncoder, adopt_official_keys
 from .transformer import TwoWayTransformer
 
 __all__ = ["Sam", "build_sam_modules", "PIXEL_MEAN", "PIXEL_STD"]
@@ -56,11 +60,24 @@ class Sam(nn.Module):
         """Side of the square encoder input."""
         return self.image_encoder.img_size
 
+    @property
+    def frame(self) -> str:
+        """How images enter the encoder: "pad" (SAM) or "stretch" (SAM 2); the encoder's own."""
+        return getattr(self.image_encoder, "frame", "pad")
+
+    def input_size(self, original_size: Sequence[int]) -> Tuple[int, int]:
+        """(h, w) of an image of ``original_size`` (H, W) in the input frame, before padding."""
+        return frame_input_size(
+            self.frame, int(original_size[0]), int(original_size[1]), self.img_size
+        )
+
     def preprocess(self, images: Sequence[Tensor]) -> Tensor:
         """Normalise RGB images and zero-pad them (bottom/right) to the encoder's square input.
 
         Args:
-            images: B tensors (3, h, w), RGB in [0, 255], longest side at most ``img_size``.
+            images: B tensors (3, h, w), RGB in [0, 255] (uint8 or float), sides at most
+                ``img_size`` (in the "stretch" frame they are ``img_size`` already; padding is
+                then a no-op except for training crops).
 
         Returns:
             (B, 3, img_size, img_size) float tensor on the model's device.
@@ -73,8 +90,8 @@ class Sam(nn.Module):
             h, w = img.shape[-2:]
             if max(h, w) > s:
                 raise ValueError(
-                    f"image {i}: size {h}x{w} exceeds the encoder input {s}; resize its longest "
-                    f"side to {s} first (sam_d2.data.transforms.ResizeLongestSide)"
+                    f"image {i}: size {h}x{w} exceeds the encoder input {s}; resize it into the "
+                    f"{self.frame} frame first (sam_d2.data.transforms.frame_transform)"
                 )
             img = img.to(self.device, torch.float32)
             batch[i, :, :h, :w] = (img - self.pixel_mean) / self.pixel_std
@@ -126,20 +143,43 @@ class Sam(nn.Module):
     def postprocess_masks(
         self, masks: Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int]
     ) -> Tensor:
-        """Low-res logits -> logits at the original image size.
+        """Low-res logits -> logits at the original image size, per :attr:`frame`.
+
+        "pad": bilinear to the padded ``img_size`` square, cropped to ``input_size``, bilinear to
+        ``original_size`` (SAM). "stretch": one bilinear resize to ``original_size`` (SAM 2).
 
         Args:
-            masks: (N, K, h, w) logits on the padded encoder frame.
-            input_size: (h, w) of the resized image before padding.
+            masks: (N, K, h, w) logits on the encoder frame.
+            input_size: (h, w) of the resized image before padding (:meth:`input_size`).
             original_size: (H, W) of the original image.
 
         Returns:
             (N, K, H, W) logits.
         """
         s = self.img_size
-        masks = F.interpolate(masks, (s, s), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size[0], : input_size[1]]
+        if self.frame == "stretch":
+            if tuple(input_size) != (s, s):
+                raise ValueError(
+                    f"input_size {tuple(input_size)}: this model stretches images to {s}x{s} "
+                    "(SAM 2's frame); resize with sam_d2.data.transforms.StretchToSquare"
+                )
+        else:
+            masks = F.interpolate(masks, (s, s), mode="bilinear", align_corners=False)
+            masks = masks[..., : input_size[0], : input_size[1]]
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+
+    def adopt_official_keys(self, state_dict: Dict[str, Any], prefix: str = "") -> None:
+        """Rename, in place, an official file's keys that differ from this model's (SAM 2's
+        ``sam2.1_hiera_*.pt``, :func:`~sam_d2.modeling.sam2.adopt_official_keys`); SAM's own
+        files need no renaming here. Called by every load of this model, and by composed
+        meta-architectures before placing a file under the part's name
+        (:mod:`sam_d2.modeling.weights`)."""
+        if isinstance(self.image_encoder, Sam2ImageEncoder):
+            adopt_official_keys(state_dict, prefix)
+
+    def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+        self.adopt_official_keys(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def decode_in_chunks(
         self,
@@ -190,8 +230,8 @@ class Sam(nn.Module):
         """Binary masks at the original size from low-res logits, ``chunk_size`` prompts at a time.
 
         Args:
-            low_res: (N, K, h, w) logits on the padded encoder frame.
-            input_size: (h, w) of the resized image before padding.
+            low_res: (N, K, h, w) logits on the encoder frame.
+            input_size: (h, w) of the resized image before padding (:meth:`input_size`).
             original_size: (H, W) of the original image.
             chunk_size: prompts upsampled at once (bounds memory).
 
@@ -226,7 +266,8 @@ def build_sam_modules(
 
     Args:
         variant: "vit_b", "vit_l", "vit_h" (official presets), a family variant of
-            :data:`sam_d2.modeling.families.FAMILY_VARIANTS` (e.g. "vit_t", MobileSAM), or "custom"
+            :data:`sam_d2.modeling.families.FAMILY_VARIANTS` (e.g. "vit_t", MobileSAM;
+            "sam2.1_hiera_t", SAM 2.1), or "custom"
             (``encoder_kwargs`` give embed_dim, depth, num_heads, global_attn_indexes,
             window_size, patch_size, mlp_ratio).
         encoder_kwargs: overrides of the preset's encoder arguments.
@@ -247,7 +288,7 @@ def build_sam_modules(
     image_encoder = (family.build_encoder if family is not None else SamImageEncoder)(
         img_size=img_size, out_chans=prompt_embed_dim, drop_path_rate=drop_path_rate, **enc
     )
-    prompt_encoder = PromptEncoder(
+    prompt_encoder = (family.prompt_encoder_cls if family is not None else PromptEncoder)(
         embed_dim=prompt_embed_dim,
         image_embedding_size=(grid, grid),
         input_image_size=(img_size, img_size),

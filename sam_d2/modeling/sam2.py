@@ -19,10 +19,17 @@ into the encoder, the two-way transformer's ``mlp.layers.0/1`` named ``mlp.lin1/
 video-only tensors (memory attention and encoder, object pointers, the object-score head) left
 out — each by name, so that anything else in the file still counts as unexpected.
 
-Status: parity with the ``sam2`` package at the model level (same input tensor and prompts in
-the 1024 x 1024 frame). Not yet wired as a ``MODEL.SAM.VARIANT``: SAM 2 stretches every image to
-the square (no padding) and maps masks straight back to the original size, a frame convention
-the predictor and meta-architectures do not have yet.
+Frame: SAM 2 stretches every image to the square input (no padding) and maps mask logits straight
+back to the original size; :attr:`Sam2ImageEncoder.frame` = ``"stretch"`` tells
+:class:`~sam_d2.modeling.sam.Sam` and the transforms (:mod:`sam_d2.data.transforms`).
+
+Loading: :func:`adopt_official_keys` renames an official file's keys in place when a SAM 2 model
+loads it (``Sam._load_from_state_dict``, and the part placement of composed meta-architectures),
+so every loading path (``load_state_dict``, Detectron2's ``DetectionCheckpointer``,
+``SamCheckpointer``, ``MODEL.SAM.WEIGHTS``) takes ``sam2.1_hiera_*.pt`` as it is.
+
+The variants ``sam2.1_hiera_{t,s,b+,l}`` are built by
+:func:`~sam_d2.modeling.sam.build_sam_modules` through :mod:`sam_d2.modeling.families`.
 """
 
 from typing import Any, Dict, Optional, Tuple
@@ -42,7 +49,8 @@ __all__ = [
     "Sam2ImageEncoder",
     "Sam2PromptEncoder",
     "Sam2MaskDecoder",
-    "build_sam2_modules",
+    "adopt_official_keys",
+    "build_sam2_encoder",
     "image_model_state_dict",
 ]
 
@@ -52,6 +60,11 @@ class Sam2ImageEncoder(Backbone):
 
     Output ``{"image_embed": (B, d_model + 32 * 16 + 64 * 4, S/16, S/16)}`` for d_model = 256.
     """
+
+    #: SAM 2's frame convention: images stretched to the square (:mod:`sam_d2.data.transforms`).
+    frame = "stretch"
+    #: Recompute each trunk block in backward instead of storing its activations (training only).
+    activation_checkpointing: bool = False
 
     def __init__(self, *, img_size: int = 1024, d_model: int = 256, **trunk_kwargs: Any) -> None:
         """
@@ -74,7 +87,8 @@ class Sam2ImageEncoder(Backbone):
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         """(B, 3, S, S) -> {"image_embed": (B, C_packed, S/16, S/16)} (module docstring)."""
-        s0, s1, embed = self.neck(self.trunk(x))[:3]
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+        s0, s1, embed = self.neck(self.trunk(x, recompute))[:3]
         embed = embed + self.no_mem_embed.view(1, -1, 1, 1)
         high_res = [F.pixel_unshuffle(self.conv_s0(s0), 4), F.pixel_unshuffle(self.conv_s1(s1), 2)]
         return {"image_embed": torch.cat([embed, *high_res], dim=1)}
@@ -223,25 +237,24 @@ class Sam2MaskDecoder(MaskDecoder):
         return masks[rows, pick][:, None], iou[rows, pick][:, None]
 
 
-def build_sam2_modules(
-    preset: str, img_size: int = 1024
-) -> Tuple[Sam2ImageEncoder, Sam2PromptEncoder, Sam2MaskDecoder]:
-    """SAM 2.1's three image-path modules for a Hiera preset ("hiera_t", "hiera_s", "hiera_b+",
-    "hiera_l"), with SAM 2's fixed prompt encoder and decoder sizes."""
+def build_sam2_encoder(
+    preset: str, *, img_size: int = 1024, out_chans: int = 256, drop_path_rate: float = 0.0
+) -> Sam2ImageEncoder:
+    """SAM 2.1's image encoder for a Hiera preset ("hiera_t", "hiera_s", "hiera_b+", "hiera_l").
+
+    Args:
+        preset: key of :data:`~sam_d2.modeling.hiera.HIERA_PRESETS`.
+        img_size: side of the square input (a multiple of 32 for the Hiera windows).
+        out_chans: FPN width; SAM 2's prompt encoder and decoder take 256.
+        drop_path_rate: stochastic depth of the trunk.
+    """
     if preset not in HIERA_PRESETS:
         raise ValueError(
             f"unknown SAM 2.1 preset {preset!r}; expected one of {sorted(HIERA_PRESETS)}"
         )
-    grid = img_size // 16
-    encoder = Sam2ImageEncoder(img_size=img_size, **HIERA_PRESETS[preset])
-    prompt_encoder = Sam2PromptEncoder(
-        embed_dim=256, image_embedding_size=(grid, grid), input_image_size=(img_size, img_size)
+    return Sam2ImageEncoder(
+        img_size=img_size, d_model=out_chans, drop_path_rate=drop_path_rate, **HIERA_PRESETS[preset]
     )
-    decoder = Sam2MaskDecoder(
-        transformer_dim=256,
-        transformer=TwoWayTransformer(depth=2, embedding_dim=256, num_heads=8, mlp_dim=2048),
-    )
-    return encoder, prompt_encoder, decoder
 
 
 # Tensors of SAM 2's video path (memory, object pointers, object-presence head), by name.
@@ -267,7 +280,10 @@ _RENAMES = (
 
 
 def image_model_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """An official SAM 2 / 2.1 state dict in sam_d2's image-model layout (module docstring)."""
+    """An official SAM 2 / 2.1 state dict in sam_d2's image-model layout (module docstring).
+
+    Keys already in sam_d2's layout pass unchanged.
+    """
     out = {}
     for key, value in state_dict.items():
         if key.startswith(_VIDEO_ONLY):
@@ -282,3 +298,24 @@ def image_model_state_dict(state_dict: Dict[str, Any]) -> Dict[str, Any]:
             )
         out[key] = value
     return out
+
+
+def adopt_official_keys(state_dict: Dict[str, Any], prefix: str = "") -> bool:
+    """Rename, in place, the keys of an official SAM 2 file under ``prefix`` to the image model's
+    (:func:`image_model_state_dict`); the file is recognised by its ``sam_mask_decoder.`` /
+    ``sam_prompt_encoder.`` keys.
+
+    Args:
+        state_dict: the state dict being loaded (modified in place).
+        prefix: where the SAM 2 model sits in it ("" for the whole file, "sam." in a composed
+            meta-architecture).
+
+    Returns:
+        whether the keys were an official file's (and renamed).
+    """
+    heads = (f"{prefix}sam_mask_decoder.", f"{prefix}sam_prompt_encoder.")
+    if not any(k.startswith(heads) for k in state_dict):
+        return False
+    own = {k[len(prefix) :]: state_dict.pop(k) for k in list(state_dict) if k.startswith(prefix)}
+    state_dict.update({prefix + k: v for k, v in image_model_state_dict(own).items()})
+    return True
