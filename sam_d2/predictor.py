@@ -1,7 +1,10 @@
 """``SamPredictor``: the official package's stateful, one-image-at-a-time API over :class:`Sam`.
 
 Signatures and return values match ``segment_anything.SamPredictor``: ``set_image`` then any
-number of ``predict`` calls with points / box / mask prompts in original image coordinates.
+number of ``predict`` calls with points / box / mask prompts in original image coordinates. The
+resize follows the model's frame (``transform`` is :class:`~sam_d2.data.transforms.
+ResizeLongestSide` for SAM, :class:`~sam_d2.data.transforms.StretchToSquare` for SAM 2), so a SAM 2
+model gives what ``sam2``'s ``SAM2ImagePredictor`` gives.
 """
 
 from typing import Any, Callable, Optional, Tuple
@@ -12,7 +15,7 @@ from torch import Tensor
 
 from sam_d2_onnx.transforms import as_rgb_uint8  # numpy-only, shared with ONNX
 
-from .data.transforms import ResizeLongestSide
+from .data.transforms import frame_transform
 from .modeling.sam import Sam
 from .prompts import PromptError, check_prompts
 
@@ -26,7 +29,7 @@ class SamPredictor:
 
     def __init__(self, sam_model: Sam) -> None:
         self.model = sam_model
-        self.transform = ResizeLongestSide(sam_model.img_size)
+        self.transform = frame_transform(sam_model.frame, sam_model.img_size)
         self.reset_image()
 
     @property
@@ -59,18 +62,20 @@ class SamPredictor:
         """Embed an already resized image.
 
         Args:
-            transformed_image: (1, 3, h, w) RGB, longest side equal to the encoder input size.
+            transformed_image: (1, 3, h, w) RGB in [0, 255], resized by ``transform``: longest
+                side equal to the encoder input size (SAM), or the input square (SAM 2).
             original_image_size: (H, W) before resizing.
         """
+        shape = tuple(transformed_image.shape)
+        s = self.model.img_size
+        stretch = self.model.frame == "stretch"
         if (
-            transformed_image.dim() != 4
-            or transformed_image.shape[:2] != (1, 3)
-            or max(transformed_image.shape[2:]) != self.model.img_size
+            len(shape) != 4
+            or shape[:2] != (1, 3)
+            or (shape[2:] != (s, s) if stretch else max(shape[2:]) != s)
         ):
-            raise ValueError(
-                f"set_torch_image expects (1, 3, h, w) with longest side {self.model.img_size}, "
-                f"got {tuple(transformed_image.shape)}"
-            )
+            want = f"(1, 3, {s}, {s})" if stretch else f"(1, 3, h, w) with longest side {s}"
+            raise ValueError(f"set_torch_image expects {want}, got {shape}")
         self.reset_image()
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[2]), int(transformed_image.shape[3]))

@@ -68,7 +68,7 @@ class Embedding:
 
     Attributes:
         features: (1, C, h, w) float32 on CPU.
-        input_size: (h, w) of the resized image before padding.
+        input_size: (h, w) of the resized image before padding (``Sam.input_size``).
         original_size: (H, W) of the image.
         encode_s: seconds the encoder took (0 when loaded from the cache).
     """

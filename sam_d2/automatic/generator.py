@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
-from ..data.transforms import ResizeLongestSide, longest_side_shape
+from ..data.transforms import frame_transform
 from ..modeling.sam import Sam
 from ..modeling.speed import autocast, check_dtype
 from .grid import crop_boxes, layer_point_grids, scale_grid_to_crop
@@ -175,15 +175,15 @@ class AutomaticMaskGenerator:
         self.keep_low_res_logits = bool(keep_low_res_logits)
         check_dtype(dtype, model.device)
         self.dtype = dtype
-        self.resize = ResizeLongestSide(model.img_size)
+        self.resize = frame_transform(model.frame, model.img_size)
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
     def input_size(self, crop_hw: Sequence[int]) -> Tuple[int, int]:
-        """(h, w) of an image or crop of size ``crop_hw`` after SAM's resize (before padding)."""
-        return longest_side_shape(int(crop_hw[0]), int(crop_hw[1]), self.model.img_size)
+        """(h, w) of an image or crop of size ``crop_hw`` in the model's input frame."""
+        return self.model.input_size(crop_hw)
 
     # ------------------------------------------------------------------ public API
     def generate(self, image: np.ndarray) -> List[Dict[str, Any]]:
@@ -218,7 +218,7 @@ class AutomaticMaskGenerator:
 
     # ------------------------------------------------------------------ stages
     def _embed(self, crops: List[np.ndarray]) -> Tuple[Tensor, List[Tuple[int, int]]]:
-        """Resize (longest side = img_size, as SAM) and embed crops in one encoder call."""
+        """Resize into the model's frame (:attr:`Sam.frame`) and embed crops in one encoder call."""
         tensors = []
         for crop in crops:
             resized = np.array(self.resize.get_transform(crop).apply_image(crop), copy=True)

@@ -6,7 +6,8 @@
 - :class:`DetectorPromptedSamMapper`: inputs of :class:`~sam_d2.modeling.meta_arch.detector_prompted.
   DetectorPromptedSam`. Besides the detector's ``"image"`` (Detectron2's own ``DatasetMapper``
   with the detector's resize and channel order) every dict gets ``"sam_image"``: the *original*
-  image resized by SAM's own transform (longest side = ``MODEL.SAM.IMAGE_SIZE``, RGB). Each branch
+  image resized by the SAM's own transform (its frame: longest side = ``MODEL.SAM.IMAGE_SIZE`` for
+  SAM, the square for SAM 2; RGB). Each branch
   thus sees exactly the input it was trained on, with no double resampling (a Mask R-CNN R50
   detector sees 800/1333, SAM sees 1024). When boxes come from the ground truth
   (``MODEL.SAM_PROMPTED.BOX_SOURCE = "gt"``) the annotations are kept at test time, as
@@ -24,7 +25,8 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .transforms import ResizeLongestSide
+from ..modeling.families import variant_frame
+from .transforms import frame_transform
 
 __all__ = [
     "build_lsj_augmentation",
@@ -80,8 +82,9 @@ class DetectorPromptedSamMapper(DatasetMapper):
 
     Output keys: those of ``DatasetMapper`` at inference (``"image"`` in the detector's resize and
     ``INPUT.FORMAT``, ``"height"``, ``"width"``, ``"image_id"``, ...), plus
-        sam_image   (3, h, w) uint8 RGB: the original image with its longest side resized to
-                    ``sam_image_size`` (SAM's bilinear transform, rounding as SAM does);
+        sam_image   (3, h, w) RGB: the original image resized into the SAM's frame of side
+                    ``sam_image_size`` (uint8, longest side, as SAM does; float32 square for
+                    SAM 2, :func:`~sam_d2.data.transforms.frame_transform`);
         instances   only with ``keep_gt``: non-crowd ground truth (``gt_boxes``, ``gt_classes``)
                     in the pixel frame of ``"image"``.
     """
@@ -94,6 +97,7 @@ class DetectorPromptedSamMapper(DatasetMapper):
         augmentations: List[Union[T.Augmentation, T.Transform]],
         image_format: str,
         sam_image_size: int = 1024,
+        sam_frame: str = "pad",
         keep_gt: bool = False,
     ) -> None:
         """
@@ -101,7 +105,8 @@ class DetectorPromptedSamMapper(DatasetMapper):
             is_train: must be False (the detector-prompted model is evaluation-only).
             augmentations: the detector's test-time transforms (e.g. ResizeShortestEdge).
             image_format: the detector's channel order, "RGB" or "BGR".
-            sam_image_size: longest side of ``"sam_image"`` (``MODEL.SAM.IMAGE_SIZE``).
+            sam_image_size: side of the SAM's input (``MODEL.SAM.IMAGE_SIZE``).
+            sam_frame: the SAM's frame, "pad" or "stretch" (of ``MODEL.SAM.VARIANT``).
             keep_gt: keep the ground-truth boxes and classes as ``"instances"``.
         """
         if is_train:
@@ -117,7 +122,7 @@ class DetectorPromptedSamMapper(DatasetMapper):
             use_instance_mask=False,
             use_keypoint=False,
         )
-        self.sam_resize = ResizeLongestSide(sam_image_size)
+        self.sam_resize = frame_transform(sam_frame, sam_image_size)
         self.keep_gt = keep_gt
 
     @classmethod
@@ -127,6 +132,7 @@ class DetectorPromptedSamMapper(DatasetMapper):
             "augmentations": utils.build_augmentation(cfg, is_train=False),
             "image_format": cfg.INPUT.FORMAT,
             "sam_image_size": cfg.MODEL.SAM.IMAGE_SIZE,
+            "sam_frame": variant_frame(cfg.MODEL.SAM.VARIANT),
             "keep_gt": cfg.MODEL.SAM_PROMPTED.BOX_SOURCE == "gt",
         }
 

@@ -9,7 +9,8 @@ one evaluator can report every dataset and their mean).
 
 Output dict of the mapper (the input contract of
 :class:`sam_d2.modeling.meta_arch.click_benchmark.SamClickBenchmark`):
-    image          (3, h, w) uint8 tensor in ``INPUT.FORMAT``, longest side ``MODEL.SAM.IMAGE_SIZE``
+    image          (3, h, w) tensor in ``INPUT.FORMAT`` in the model's frame: uint8, longest side
+                   ``MODEL.SAM.IMAGE_SIZE`` (SAM); float32 ``IMAGE_SIZE`` square (SAM 2)
     height, width  original size
     instances      ``Instances((height, width))`` with ``gt_masks`` ``BitMasks`` (M, height, width)
                    and ``object_ids`` (M,) int64 (the annotation's ``id`` if every annotation
@@ -32,7 +33,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import BitMasks, Instances, polygons_to_bitmask
 
 from .image_io import read_image_rgb
-from .transforms import ResizeLongestSide
+from ..modeling.families import variant_frame
+from .transforms import frame_transform
 
 __all__ = [
     "PointEvalDatasetMapper",
@@ -86,20 +88,28 @@ class PointEvalDatasetMapper:
     """Dataset dict -> model input for the point benchmark (see the module docstring)."""
 
     @configurable
-    def __init__(self, *, image_size: int = 1024, image_format: str = "RGB") -> None:
+    def __init__(
+        self, *, image_size: int = 1024, image_format: str = "RGB", frame: str = "pad"
+    ) -> None:
         """
         Args:
-            image_size: longest side of the resized image (SAM's encoder input).
+            image_size: side of SAM's encoder input.
             image_format: "RGB" or "BGR", the channel order of the output ``image``.
+            frame: the model's frame, "pad" (longest side resized) or "stretch" (SAM 2: resized
+                to the square); :mod:`sam_d2.data.transforms`.
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be RGB or BGR, got {image_format!r}")
-        self.resize = ResizeLongestSide(image_size)
+        self.resize = frame_transform(frame, image_size)
         self.image_format = image_format
 
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
-        return {"image_size": cfg.MODEL.SAM.IMAGE_SIZE, "image_format": cfg.INPUT.FORMAT}
+        return {
+            "image_size": cfg.MODEL.SAM.IMAGE_SIZE,
+            "image_format": cfg.INPUT.FORMAT,
+            "frame": variant_frame(cfg.MODEL.SAM.VARIANT),
+        }
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         d = copy.copy(dataset_dict)  # annotations are read, never modified

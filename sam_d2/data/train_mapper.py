@@ -9,10 +9,12 @@ from the masks (:mod:`sam_d2.modeling.interactive_training`). Per image the mapp
 2. applies the paper's data rules: crowd annotations and masks covering more than
    ``max_mask_area_ratio`` of the image are dropped, then at most ``max_masks`` are kept, drawn at
    random (only those are decoded);
-3. reads the image as RGB and resizes it so that the longest side is the encoder size, or, with
-   ``lsj``, applies large-scale jitter (random scale of the square, random crop); optional flip;
-4. returns ``image`` (3, h, w) uint8 in ``image_format`` and ``gt_masks`` (N, h, w) bool in the
-   same frame (masks emptied by a crop are dropped).
+3. reads the image as RGB and resizes it into the model's frame (longest side = the encoder size
+   for SAM; the encoder square for SAM 2, :mod:`sam_d2.data.transforms`), or, with ``lsj``,
+   applies large-scale jitter (random scale of the square, random crop, padded by the model; the
+   same in both frames); optional flip;
+4. returns ``image`` (3, h, w) in ``image_format`` (uint8; float32 for SAM 2's stretch) and
+   ``gt_masks`` (N, h, w) bool in the same frame (masks emptied by a crop are dropped).
 
 Randomness: flips and jitter use numpy's global RNG, which Detectron2 seeds per DataLoader
 worker; the mask subset uses the mapper's own generator, derived per (seed, distributed rank,
@@ -32,7 +34,8 @@ from detectron2.utils import comm
 
 from .image_io import read_image_rgb
 from .sa1b import read_sa1b_json
-from .transforms import ResizeLongestSide
+from ..modeling.families import variant_frame
+from .transforms import frame_transform
 
 __all__ = ["SamTrainMapper", "annotation_area"]
 
@@ -70,10 +73,11 @@ class SamTrainMapper:
         lsj_scale: Optional[Tuple[float, float]] = None,
         random_flip: bool = True,
         seed: int = 0,
+        frame: str = "pad",
     ) -> None:
         """
         Args:
-            image_size: encoder input side (longest side after resizing; LSJ crop size).
+            image_size: encoder input side (the resize's side; LSJ crop size).
             image_format: channel order of the produced ``"image"`` ("RGB" or "BGR").
             max_masks: masks kept per image, drawn at random (the paper: at most 64 per GPU).
             max_mask_area_ratio: masks covering more of the image are dropped (paper: 0.9).
@@ -81,6 +85,7 @@ class SamTrainMapper:
                 resize the longest side to ``image_size``.
             random_flip: horizontal flip augmentation.
             seed: seed of the mask subset; each (rank, worker) derives its own stream.
+            frame: the model's frame without ``lsj``: "pad" (SAM) or "stretch" (SAM 2).
         """
         if max_masks < 1:
             raise ValueError(f"max_masks must be >= 1, got {max_masks}")
@@ -91,7 +96,7 @@ class SamTrainMapper:
                 T.FixedSizeCrop((image_size, image_size), pad=False),
             ]
         else:
-            augs.append(ResizeLongestSide(image_size))
+            augs.append(frame_transform(frame, image_size))
         if random_flip:
             augs.append(T.RandomFlip(horizontal=True))
         self.augmentations = T.AugmentationList(augs)
@@ -113,6 +118,7 @@ class SamTrainMapper:
             lsj_scale=(cfg.INPUT.LSJ.MIN_SCALE, cfg.INPUT.LSJ.MAX_SCALE) if t.LSJ else None,
             random_flip=cfg.INPUT.RANDOM_FLIP == "horizontal",
             seed=cfg.SEED if cfg.SEED >= 0 else 0,
+            frame=variant_frame(cfg.MODEL.SAM.VARIANT),
         )
 
     @property

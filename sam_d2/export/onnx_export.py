@@ -245,6 +245,15 @@ def _move_into_place(tmp: Path, path: Path) -> None:
     os.replace(tmp / path.name, path)
 
 
+def _check_exportable(sam: Sam, variant: str) -> None:
+    """Refuse models the graphs do not describe: SAM 2 (stretch frame, its own decoder)."""
+    if sam.frame != "pad":
+        raise ExportError(
+            f"ONNX export covers SAM's padded frame and decoder only; {variant} is a SAM 2 model "
+            f"({sam.frame} frame, SAM 2's prompt encoder and decoder): use sam_d2.SamPredictor"
+        )
+
+
 def _meta(sam: Sam, variant: str, fingerprint: str, role: str) -> Dict[str, str]:
     return {
         md.KEY_ROLE: role,
@@ -273,7 +282,11 @@ def export_sam_encoder(
         opset: ONNX opset.
         external_data: weights in ``<path>.data`` beside the graph; None (default) does so only
             above protobuf's 2 GB limit (ViT-H).
+
+    Raises:
+        ExportError: for a SAM 2 model (:func:`_check_exportable`).
     """
+    _check_exportable(sam, variant)
     s = sam.img_size
     h = torch.export.Dim("height", min=2, max=s)
     w = torch.export.Dim("width", min=2, max=s)
@@ -304,7 +317,11 @@ def export_sam_decoder(
     Args:
         sam, path, variant, fingerprint, opset: as in :func:`export_sam_encoder`.
         return_single_mask: one mask per prompt (official rule) instead of all 1 + K.
+
+    Raises:
+        ExportError: for a SAM 2 model (:func:`_check_exportable`).
     """
+    _check_exportable(sam, variant)
     c = sam.prompt_encoder.embed_dim
     gh, gw = sam.prompt_encoder.image_embedding_size
     mh, mw = sam.prompt_encoder.mask_input_size
@@ -393,6 +410,7 @@ def export_sam(
     Returns:
         {"encoder": path, "decoder": path, "decoder_int8": path} for the files written.
     """
+    _check_exportable(sam, variant)
     out_dir = _check_out_dir(Path(out_dir))
     fingerprint = weights_fingerprint(sam)
     paths = {}

@@ -385,7 +385,7 @@ class SamClickBenchmark(nn.Module):
             ious (A, K) float64 and the picked masks (or None).
         """
         a, k = low_res.shape[:2]
-        # postprocess_masks first upsamples to img_size^2, then to the original size
+        # postprocess_masks may first upsample to img_size^2 (SAM's pad frame), then to the original
         pixels = max(out_hw[0] * out_hw[1], self.sam.img_size**2)
         per_chunk = max(1, self.max_upsample_elements // (k * pixels))
         ious, picked = [], []

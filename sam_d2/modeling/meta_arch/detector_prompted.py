@@ -21,9 +21,9 @@ Per image, at inference:
        at a time (bounded memory).
 
 Inputs (one dict per image): ``"image"`` for the detector (its resize and ``INPUT.FORMAT``),
-``"height"``/``"width"`` (original size), ``"sam_image"`` (3, h, w) RGB with
-``max(h, w) = MODEL.SAM.IMAGE_SIZE`` (if absent it is resampled from ``"image"``, an
-approximation of SAM's transform) and, for ``"gt"`` boxes, ``"instances"`` with ``gt_boxes``
+``"height"``/``"width"`` (original size), ``"sam_image"`` (3, h, w) RGB in the SAM's frame
+(``max(h, w) = MODEL.SAM.IMAGE_SIZE`` for SAM, the square for SAM 2; if absent it is resampled
+from ``"image"``, an approximation of the SAM's transform) and, for ``"gt"`` boxes, ``"instances"`` with ``gt_boxes``
 and ``gt_classes`` in the frame of ``"image"``.
 
 Output: ``[{"instances": Instances(height, width)}]`` with the detector's ``pred_boxes``,
@@ -46,7 +46,6 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, Instances
 from torch import Tensor, nn
 
-from ...data.transforms import longest_side_shape
 from ..weights import register_part_loading
 from .promptable import PromptableSam
 
@@ -209,8 +208,11 @@ class DetectorPromptedSam(nn.Module):
 
     # ------------------------------------------------------------------------------- SAM
     def sam_images(self, batched_inputs: List[Dict[str, Any]]) -> List[Tensor]:
-        """(3, h, w) RGB SAM inputs (longest side = SAM's input size), on the model's device."""
-        s = self.sam.img_size
+        """(3, h, w) RGB SAM inputs in the SAM's frame (``sam.input_size``), on the device.
+
+        ``"sam_image"`` when the mapper made it; else ``"image"`` resized here (bilinear with
+        antialiasing; rounded to integers in SAM's pad frame, whose inputs are uint8).
+        """
         images = []
         for x in batched_inputs:
             if "sam_image" in x:
@@ -221,19 +223,13 @@ class DetectorPromptedSam(nn.Module):
                 img = img.flip(0)
             h = int(x.get("height", img.shape[1]))
             w = int(x.get("width", img.shape[2]))
-            size = longest_side_shape(h, w, s)
+            size = self.sam.input_size((h, w))
             if tuple(img.shape[1:]) != size:
-                img = (
-                    F.interpolate(
-                        img[None].float(),
-                        size,
-                        mode="bilinear",
-                        align_corners=False,
-                        antialias=True,
-                    )[0]
-                    .round()
-                    .clamp(0, 255)
-                )
+                img = F.interpolate(
+                    img[None].float(), size, mode="bilinear", align_corners=False, antialias=True
+                )[0]
+                if self.sam.frame == "pad":
+                    img = img.round().clamp(0, 255)
             images.append(img)
         return images
 

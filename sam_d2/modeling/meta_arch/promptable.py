@@ -1,8 +1,9 @@
 """``PromptableSam``: SAM as a Detectron2 meta-architecture with prompts in the input dicts.
 
 Input dict keys (one dict per image; prompts in the pixel frame of ``"image"``):
-    image          (3, h, w) tensor in ``cfg.INPUT.FORMAT``, resized so the longest side is
-                   ``MODEL.SAM.IMAGE_SIZE`` (``sam_d2.data.transforms.ResizeLongestSide``).
+    image          (3, h, w) tensor in ``cfg.INPUT.FORMAT``, resized into the model's frame
+                   (``Sam.frame``): longest side ``MODEL.SAM.IMAGE_SIZE`` for SAM, the
+                   ``IMAGE_SIZE`` square for SAM 2 (``sam_d2.data.transforms.frame_transform``).
     height, width  original image size; masks are returned at this size (default: h, w).
     point_coords   (N, P, 2) float XY;  point_labels (N, P) int: 1 fg, 0 bg, -1 padding.
     boxes          (N, 4) XYXY float tensor or ``Boxes``.
