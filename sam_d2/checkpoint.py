@@ -9,8 +9,9 @@ strictness, with one line naming the file:
 - a missing or unreadable file, or one without a state dict;
 - tensors whose shapes differ from the model's (with the variant of each, e.g. "the checkpoint is
   vit_h but the model is vit_b") — Detectron2 would skip them with a warning;
-- a file that leaves parameters of the model unfilled, or holds tensors the model does not have —
-  Detectron2 would warn and go on with a partly random model. Exceptions: parts loaded from their
+- a file that leaves parameters of the model unfilled, or holds tensors the model does not have
+  (with the variants too, e.g. a SAM file into a SAM 2.1 model) — Detectron2 would warn and go
+  on with a partly random model. Exceptions: parts loaded from their
   own file (``MODEL.SAM.WEIGHTS``), and ``matching_heuristics`` loads (pretrained backbones, e.g.
   MAE for ViTDet training), which are partial by design.
 """
@@ -29,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "describe_shape_mismatch",
     "load_sam_checkpoint",
+    "variant_hint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,15 @@ def _variant_of(state_dict: Dict[str, Any]) -> Optional[str]:
     return None
 
 
+def variant_hint(state: Dict[str, Any], own: Dict[str, Any]) -> str:
+    """ "; the checkpoint is X but the model is Y" when the tensors of a file (``state``) and of
+    the model (``own``) reveal different SAM variants, else ""."""
+    ck_variant, model_variant = _variant_of(state), _variant_of(own)
+    if ck_variant and model_variant and ck_variant != model_variant:
+        return f"; the checkpoint is {ck_variant} but the model is {model_variant}"
+    return ""
+
+
 def describe_shape_mismatch(state: Dict[str, Any], own: Dict[str, Tensor]) -> Optional[str]:
     """One line on the tensors of ``state`` whose shapes differ from the model's ``own``, or None.
 
@@ -66,13 +77,9 @@ def describe_shape_mismatch(state: Dict[str, Any], own: Dict[str, Tensor]) -> Op
     if not bad:
         return None
     key, got, want = bad[0]
-    hint = ""
-    ck_variant, model_variant = _variant_of(state), _variant_of(own)
-    if ck_variant and model_variant and ck_variant != model_variant:
-        hint = f"; the checkpoint is {ck_variant} but the model is {model_variant}"
     return (
         f"{len(bad)} tensors do not fit the model, e.g. {key}: checkpoint {got} vs model "
-        f"{want}{hint}"
+        f"{want}{variant_hint(state, own)}"
     )
 
 
@@ -100,8 +107,10 @@ class SamCheckpointer(DetectionCheckpointer):
     def _load_model(self, checkpoint: Dict[str, Any]) -> Any:
         filename = getattr(self, "_current_file", "<checkpoint>")
         heuristics = checkpoint.get("matching_heuristics", False)
+        own = self.model.state_dict()
+        hint = "" if heuristics else variant_hint(checkpoint["model"], own)
         if not heuristics:
-            mismatch = describe_shape_mismatch(checkpoint["model"], self.model.state_dict())
+            mismatch = describe_shape_mismatch(checkpoint["model"], own)
             if mismatch:
                 raise CheckpointError(f"{filename}: {mismatch}")
         try:
@@ -109,21 +118,27 @@ class SamCheckpointer(DetectionCheckpointer):
         except CheckpointError as e:
             raise CheckpointError(f"{filename}: {e}") from None
         if not heuristics and incompatible is not None:
-            self._check_complete(filename, incompatible.missing_keys, incompatible.unexpected_keys)
+            self._check_complete(
+                filename,
+                incompatible.missing_keys,
+                incompatible.unexpected_keys,
+                hint,
+            )
         return incompatible
 
-    def _check_complete(self, filename: str, missing: List[str], unexpected: List[str]) -> None:
+    def _check_complete(
+        self, filename: str, missing: List[str], unexpected: List[str], hint: str
+    ) -> None:
         if not missing and not unexpected:
             return
         total = len(self.model.state_dict())
         raise CheckpointError(
             f"{filename}: does not fit the model: {len(missing)} of its {total} tensors not in the "
             f"file (e.g. {sorted(missing)[:3]}), {len(unexpected)} tensors of the file unused "
-            f"(e.g. {sorted(unexpected)[:3]})"
+            f"(e.g. {sorted(unexpected)[:3]}){hint}"
         )
 
 
 def load_sam_checkpoint(model: nn.Module, path: str) -> None:
     """Load a checkpoint (official SAM, ViTDet or sam_d2) into ``model``, strictly, on the CPU."""
     SamCheckpointer(model).load(path)
-

@@ -291,8 +291,9 @@ def _add_auto_config(cfg: CN) -> None:
 
 def _add_family_config(cfg: CN) -> None:
     _C = cfg
-    # The SAM family (sam_d2.modeling.families): MODEL.SAM.VARIANT also takes "vit_t" (MobileSAM)
-    # and "hq_vit_b" / "hq_vit_l" / "hq_vit_h" (HQ-SAM).
+    # The SAM family (sam_d2.modeling.families): MODEL.SAM.VARIANT also takes "vit_t" (MobileSAM),
+    # "hq_vit_b" / "hq_vit_l" / "hq_vit_h" (HQ-SAM) and "sam2.1_hiera_t" / "sam2.1_hiera_s" /
+    # "sam2.1_hiera_b+" / "sam2.1_hiera_l" (SAM 2.1's image model, stretch frame).
     # HQ-SAM: return the HQ token's mask alone (True) instead of SAM's mask plus the HQ mask
     # (False, the official default).
     _C.MODEL.SAM.HQ_TOKEN_ONLY = False

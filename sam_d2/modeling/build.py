@@ -45,8 +45,10 @@ def build_sam(variant: str = "vit_b", checkpoint: Optional[str] = None, **kwargs
     """Build a SAM model like ``segment_anything.sam_model_registry[variant](checkpoint)``.
 
     Args:
-        variant: "vit_b", "vit_l" or "vit_h" (or "custom" with encoder kwargs).
-        checkpoint: optional path to an official ``sam_vit_*.pth`` or a sam_d2 checkpoint.
+        variant: "vit_b", "vit_l" or "vit_h" (or "custom" with encoder kwargs), or a SAM-family
+            variant ("vit_t", "hq_vit_b", "sam2.1_hiera_t", ...: ``FAMILY_VARIANTS``).
+        checkpoint: optional path to an official file of the variant (``sam_vit_*.pth``,
+            ``sam2.1_hiera_*.pt``, ...) or a sam_d2 checkpoint.
         kwargs: further arguments of :func:`build_sam_modules` / :class:`PromptableSam`.
 
     Returns:

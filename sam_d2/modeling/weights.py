@@ -8,7 +8,8 @@ Official files hold one sub-model each: a SAM file (``sam_vit_*.pth``) has ``ima
 ``SamCheckpointer``, or a plain call — the pre-hook then
 
 1. places a file that fits one part under that part's name (``image_encoder.x`` ->
-   ``sam.image_encoder.x``);
+   ``sam.image_encoder.x``), after the part has renamed an official file's keys to its own
+   (``adopt_official_keys``, e.g. SAM 2's ``sam_mask_decoder.*``);
 2. refuses tensors of the wrong shape (another variant's file);
 3. lets a part be absent from the file when it was already loaded from its own file
    (:func:`load_part_weights`, ``MODEL.SAM.WEIGHTS``): its current tensors are passed through, so
@@ -16,7 +17,7 @@ Official files hold one sub-model each: a SAM file (``sam_vit_*.pth``) has ``ima
 4. after loading (a post-hook, once the modules' own renamings have run), raises
    :class:`~sam_d2.checkpoint.CheckpointError` if any tensor of the model was not filled, with one
    line: how many tensors of the part the file filled, examples of what is missing and of what the
-   file holds instead.
+   file holds instead, and the variants of file and model when they differ.
 
 A checkpoint that does not fit therefore never leaves a part of the model random.
 """
@@ -25,12 +26,12 @@ from typing import Any, Dict, List, Mapping, Sequence
 
 from torch import nn
 
-from ..checkpoint import CheckpointError, SamCheckpointer, describe_shape_mismatch
+from ..checkpoint import CheckpointError, SamCheckpointer, describe_shape_mismatch, variant_hint
 
 __all__ = ["register_part_loading", "load_part_weights"]
 
 _LOADED_FROM = "_weights_loaded_from"
-_ROOT_LOAD = "_part_loading_foreign_keys"  # set by the pre-hook of a root load, read by the post
+_ROOT_LOAD = "_part_loading_root_load"  # (foreign keys, variant hint) of a root load, pre -> post
 
 
 def load_part_weights(part: nn.Module, path: str) -> None:
@@ -67,7 +68,7 @@ def _holds(state_dict: Dict[str, Any], part_prefix: str, part: nn.Module) -> boo
 
 
 def _describe_unfilled(
-    model: nn.Module, names: Sequence[str], missing: List[str], foreign: List[str]
+    model: nn.Module, names: Sequence[str], missing: List[str], foreign: List[str], hint: str
 ) -> str:
     """One line on the part a load left unfilled: counts, examples, what the file held instead."""
     for name in names:
@@ -83,8 +84,11 @@ def _describe_unfilled(
                 f"checkpoint fills {len(own) - len(lacking)} of {len(own)} tensors of the {label} "
                 f"(missing e.g. {lacking[:3]}"
                 + (f"; the file holds e.g. {foreign[:3]})" if foreign else ")")
+                + hint
             )
-    return f"checkpoint leaves {len(missing)} tensors of the model unfilled, e.g. {missing[:3]}"
+    return (
+        f"checkpoint leaves {len(missing)} tensors of the model unfilled, e.g. {missing[:3]}{hint}"
+    )
 
 
 def register_part_loading(model: nn.Module, part_names: Sequence[str]) -> None:
@@ -105,6 +109,9 @@ def register_part_loading(model: nn.Module, part_names: Sequence[str]) -> None:
             return
         parts = {n: getattr(module, n) if n else module for n in names}
         parts = {n: p for n, p in parts.items() if p is not None}
+        for part in parts.values():
+            if hasattr(part, "adopt_official_keys"):  # the file at the root, unprefixed
+                part.adopt_official_keys(state_dict, prefix)
         _place(state_dict, prefix, {n: p for n, p in parts.items() if n})
         own = module.state_dict()
         mismatch = describe_shape_mismatch(state_dict, own)
@@ -115,14 +122,15 @@ def register_part_loading(model: nn.Module, part_names: Sequence[str]) -> None:
             if getattr(part, _LOADED_FROM, None) and not _holds(state_dict, part_prefix, part):
                 state_dict.update({part_prefix + k: v for k, v in part.state_dict().items()})
         heads = tuple(f"{n}." for n in _top_level_names(module))
-        module.__dict__[_ROOT_LOAD] = [k for k in state_dict if not k.startswith(heads)]
+        foreign = [k for k in state_dict if not k.startswith(heads)]
+        module.__dict__[_ROOT_LOAD] = (foreign, variant_hint(state_dict, own))
 
     def after(module: nn.Module, incompatible: Any) -> None:
-        foreign = module.__dict__.pop(_ROOT_LOAD, None)
-        if foreign is None or not incompatible.missing_keys:
+        root_load = module.__dict__.pop(_ROOT_LOAD, None)
+        if root_load is None or not incompatible.missing_keys:
             return
         missing = list(incompatible.missing_keys)
-        raise CheckpointError(_describe_unfilled(module, names, missing, foreign))
+        raise CheckpointError(_describe_unfilled(module, names, missing, *root_load))
 
     model.register_load_state_dict_pre_hook(before)
     model.register_load_state_dict_post_hook(after)
