@@ -7,6 +7,7 @@ import torch
 from conftest import shared_path
 from PIL import Image
 
+from sam_d2.automatic.rle import coco_to_mask, rle_to_mask
 from sam_d2.utils.random_weights import randomize_state_dict
 
 LOGIT_TOL = 1e-4
@@ -50,3 +51,34 @@ def assert_same_outputs(ours, ref, tag: str) -> None:
     assert np.abs(l1 - l2).max() <= LOGIT_TOL, (tag, np.abs(l1 - l2).max())
     assert np.abs(i1 - i2).max() <= LOGIT_TOL, (tag, np.abs(i1 - i2).max())
     assert (m1 != m2).mean() < 1e-5, (tag, (m1 != m2).mean())
+
+
+def dense_mask(segmentation) -> np.ndarray:
+    """(H, W) bool mask of a generator record's ``segmentation`` in any output mode."""
+    if isinstance(segmentation, np.ndarray):
+        return segmentation
+    if isinstance(segmentation["counts"], str):
+        return coco_to_mask(segmentation)
+    return rle_to_mask(segmentation)
+
+
+def match_records(ours, ref):
+    """Pair every record of ``ours`` with the reference record of the same point, crop and
+    closest predicted IoU; returns (pairs, mask IoUs)."""
+    free = list(range(len(ref)))
+    pairs, ious = [], []
+    for a in ours:
+        cands = [
+            j
+            for j in free
+            if ref[j]["point_coords"] == a["point_coords"] and ref[j]["crop_box"] == a["crop_box"]
+        ]
+        assert cands, f"no reference mask for point {a['point_coords']} crop {a['crop_box']}"
+        j = min(cands, key=lambda j: abs(ref[j]["predicted_iou"] - a["predicted_iou"]))
+        free.remove(j)
+        b = ref[j]
+        ma, mb = dense_mask(a["segmentation"]), dense_mask(b["segmentation"])
+        union = np.logical_or(ma, mb).sum()
+        ious.append(1.0 if union == 0 else np.logical_and(ma, mb).sum() / union)
+        pairs.append((a, b))
+    return pairs, ious

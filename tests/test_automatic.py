@@ -12,6 +12,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from PIL import Image
 from pycocotools import mask as mask_utils
+from families_reference import match_records
 from sam_reference import reference_sam
 
 import sam_d2
@@ -27,7 +28,6 @@ from sam_d2.automatic.masks import (
 )
 from sam_d2.automatic.rle import (
     PackedRle,
-    coco_to_mask,
     mask_to_rle,
     rle_area,
     rle_to_coco,
@@ -100,36 +100,6 @@ def image():
     return np.ascontiguousarray(np.array(Image.open(path).convert("RGB"))[::4, ::4])
 
 
-def _dense(segmentation) -> np.ndarray:
-    if isinstance(segmentation, np.ndarray):
-        return segmentation
-    if isinstance(segmentation["counts"], str):
-        return coco_to_mask(segmentation)
-    return rle_to_mask(segmentation)
-
-
-def _match(ours, ref):
-    """Pair every record of ``ours`` with the reference record of the same point, crop and
-    closest predicted IoU; returns (pairs, mask IoUs)."""
-    free = list(range(len(ref)))
-    pairs, ious = [], []
-    for a in ours:
-        cands = [
-            j
-            for j in free
-            if ref[j]["point_coords"] == a["point_coords"] and ref[j]["crop_box"] == a["crop_box"]
-        ]
-        assert cands, f"no reference mask for point {a['point_coords']} crop {a['crop_box']}"
-        j = min(cands, key=lambda j: abs(ref[j]["predicted_iou"] - a["predicted_iou"]))
-        free.remove(j)
-        b = ref[j]
-        ma, mb = _dense(a["segmentation"]), _dense(b["segmentation"])
-        union = np.logical_or(ma, mb).sum()
-        ious.append(1.0 if union == 0 else np.logical_and(ma, mb).sum() / union)
-        pairs.append((a, b))
-    return pairs, ious
-
-
 # ---------------------------------------------------------------------------------- parity
 PARITY_CASES = {
     "binary": dict(),
@@ -156,7 +126,7 @@ def test_parity_with_official_generator(models, image, case):
     ref = SamAutomaticMaskGenerator(ref_model, **kwargs).generate(image)
     assert len(ref) > 3, "too few masks survive for a meaningful comparison"
     assert len(ours) == len(ref)
-    pairs, ious = _match(ours, ref)
+    pairs, ious = match_records(ours, ref)
     assert min(ious) >= 0.99
     mode = kwargs.get("output_mode", "binary_mask")
     for a, b in pairs:

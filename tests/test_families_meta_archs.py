@@ -1,5 +1,6 @@
-"""MobileSAM and HQ-SAM inside the meta-architectures beyond PromptableSam: detector-prompted SAM
-(ground-truth boxes) and the click benchmark, at 256 px with random weights (plumbing only)."""
+"""MobileSAM, HQ-SAM and SAM 2.1 inside the meta-architectures: detector-prompted SAM (ground-truth
+boxes), the click benchmark, automatic proposals and edges, PromptableSam training, at 128-256 px
+with random weights (plumbing and the frame of each family; parity is tested per family)."""
 
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from families_reference import random_state
 
 import sam_d2
 from sam_d2 import SamClickBenchmark
+from sam_d2.data.transforms import frame_transform
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,7 +28,10 @@ def _image_and_objects():
     return image, masks
 
 
-@pytest.mark.parametrize("variant", ["vit_t", "hq_vit_b"])
+VARIANTS = ["vit_t", "hq_vit_b", "sam2.1_hiera_t"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_detector_prompted_sam_with_gt_boxes(variant):
     cfg = get_cfg()
     sam_d2.add_sam_config(cfg)
@@ -54,19 +59,15 @@ def test_detector_prompted_sam_with_gt_boxes(variant):
     assert torch.isfinite(inst.scores).all()
 
 
-@pytest.mark.parametrize("variant", ["vit_t", "hq_vit_b"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_click_benchmark_runs(variant):
     sam = sam_d2.build_sam(variant, img_size=256)
     sam.load_state_dict(random_state(sam, seed=8))
     model = SamClickBenchmark(sam=sam.eval(), num_points=(1, 2, 3)).eval()
     image, masks = _image_and_objects()
-    resized = (
-        torch.nn.functional.interpolate(
-            torch.as_tensor(image).permute(2, 0, 1)[None].float(), size=(154, 256), mode="bilinear"
-        )[0]
-        .round()
-        .byte()
-    )
+    resized = frame_transform(sam.frame, 256).apply_image(image)  # (154, 256) or (256, 256)
+    assert resized.shape[:2] == sam.input_size((120, 200))
+    resized = torch.as_tensor(resized).permute(2, 0, 1)
     inst = Instances((120, 200))
     inst.gt_masks = BitMasks(masks)
     with torch.no_grad():
@@ -76,7 +77,7 @@ def test_click_benchmark_runs(variant):
     assert (out["oracle_iou_1pt"] >= out["point_ious"][:, 0] - 1e-12).all()
 
 
-@pytest.mark.parametrize("config", ["mobile_sam.yaml", "sam_hq_vit_b.yaml"])
+@pytest.mark.parametrize("config", ["mobile_sam.yaml", "sam_hq_vit_b.yaml", "sam2.1_hiera_t.yaml"])
 def test_promptable_training_step(config):
     """The paper's interactive training simulation (shortened) runs and backpropagates."""
     cfg = get_cfg()
@@ -101,3 +102,30 @@ def test_promptable_training_step(config):
     assert all(torch.isfinite(v) for v in losses.values())
     grads = [p.grad for p in model.mask_decoder.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("arch", ["SamAutomaticProposals", "SamEdgeDetector"])
+def test_generator_meta_archs_with_sam2(arch):
+    """Proposals and edges (the automatic generator inside) with SAM 2.1: the crops are stretched
+    to the square and the masks come back at the image size."""
+    cfg = get_cfg()
+    sam_d2.add_sam_config(cfg)
+    cfg.merge_from_file(str(REPO / "configs" / "sam2.1_hiera_t.yaml"))
+    cfg.merge_from_list(
+        ["MODEL.META_ARCHITECTURE", arch, "MODEL.DEVICE", "cpu", "MODEL.SAM.IMAGE_SIZE", 256]
+        + ["INPUT.MIN_SIZE_TEST", 0, "SAM_AUTO.POINTS_PER_SIDE", 4]
+        + ["SAM_AUTO.PRED_IOU_THRESH", 0.0, "SAM_AUTO.STABILITY_SCORE_THRESH", 0.0]
+    )
+    model = build_model(cfg)
+    model.sam.load_state_dict(random_state(model.sam, seed=10))
+    model.eval()
+    assert model.sam.frame == "stretch"
+    image, _ = _image_and_objects()
+    x = {"image": torch.as_tensor(image).permute(2, 0, 1), "height": 120, "width": 200}
+    with torch.no_grad():
+        out = model([x])[0]
+    if arch == "SamEdgeDetector":
+        assert out["edges"].shape == (120, 200) and torch.isfinite(out["edges"]).all()
+    else:
+        inst = out["instances"]
+        assert len(inst) > 0 and inst.pred_masks.shape[1:] == (120, 200)

@@ -1,13 +1,23 @@
-"""SAM 2.1 image model: parity with the official ``sam2`` package (``SAM2ImagePredictor``) on fully
-random weights, and the official checkpoint layouts of every size."""
+"""SAM 2.1 image model (variants "sam2.1_hiera_*"): parity with the official ``sam2`` package
+(``SAM2ImagePredictor``, ``SAM2AutomaticMaskGenerator``) on fully random weights through the public
+API, the official checkpoint layouts of every size through every loading path, wrong files."""
 
 import numpy as np
 import pytest
 import torch
-from families_reference import LOGIT_TOL, prompt_cases, random_state, real_image
+from families_reference import (
+    LOGIT_TOL,
+    assert_same_outputs,
+    match_records,
+    prompt_cases,
+    random_state,
+    real_image,
+)
 
-from sam_d2.modeling.sam import Sam
-from sam_d2.modeling.sam2 import build_sam2_modules, image_model_state_dict
+import sam_d2
+from sam_d2 import AutomaticMaskGenerator, SamPredictor
+from sam_d2.modeling.sam import Sam, build_sam_modules
+from sam_d2.modeling.sam2 import image_model_state_dict
 
 sam2_build = pytest.importorskip("sam2.build_sam", reason="reference package sam2 absent")
 
@@ -25,7 +35,7 @@ def test_official_layout_loads_without_missing_or_unexpected(size):
     every tensor of ours; only the video path's tensors are left out, by name."""
     official = _official(size).state_dict()
     with torch.device("meta"):
-        ours = Sam(*build_sam2_modules(f"hiera_{size}"))
+        ours = Sam(*build_sam_modules(f"sam2.1_hiera_{size}"))
     mapped = image_model_state_dict(official)
     result = ours.load_state_dict(mapped, strict=True, assign=True)
     assert not result.missing_keys and not result.unexpected_keys
@@ -45,7 +55,7 @@ def test_image_model_parity_with_sam2_image_predictor():
     ref = _official("t")
     state = random_state(ref, seed=6)
     ref.load_state_dict(state)
-    ours = Sam(*build_sam2_modules("hiera_t")).eval()
+    ours = Sam(*build_sam_modules("sam2.1_hiera_t")).eval()
     result = ours.load_state_dict(image_model_state_dict(state), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
 
@@ -79,7 +89,135 @@ def test_image_model_parity_with_sam2_image_predictor():
 
 
 def test_decoder_refuses_plain_sam_embeddings():
-    _, prompt_encoder, decoder = build_sam2_modules("hiera_t", img_size=256)
+    _, prompt_encoder, decoder = build_sam_modules("sam2.1_hiera_t", img_size=256)
     sparse, dense = prompt_encoder(None, torch.tensor([[10.0, 10.0, 50.0, 50.0]]), None)
     with pytest.raises(ValueError, match="256 channels, expected 1024"):
         decoder(torch.zeros(1, 256, 16, 16), prompt_encoder.get_dense_pe(), sparse, dense, True)
+
+
+@pytest.fixture(scope="module")
+def models():
+    """(ours through ``build_sam``, official ``build_sam2``) hiera_t with the same random weights,
+    ours loading the official state dict as it is (its load hook renames the keys)."""
+    ref = _official("t")
+    state = random_state(ref, seed=6)
+    ref.load_state_dict(state)
+    ours = sam_d2.build_sam("sam2.1_hiera_t").eval()
+    result = ours.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    return ours, ref
+
+
+def test_predictor_parity_with_sam2_image_predictor(models):
+    """``SamPredictor`` against ``SAM2ImagePredictor`` from the uint8 image (SAM 2's stretch,
+    float resize and normalisation): every prompt kind, multimask on and off, logits too."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    ours, ref = models
+    image = real_image("bsds500", "images", "test", "100007.jpg")  # 481 x 321: not square
+    h, w = image.shape[:2]
+    p1, p2 = SamPredictor(ours), SAM2ImagePredictor(ref)
+    p1.set_image(image)
+    p2.set_image(image)
+    assert p1.input_size == (1024, 1024) and p1.original_size == (h, w)
+    embed = p2._features["image_embed"]
+    ours_embed = p1.get_image_embedding()[:, : embed.shape[1]]
+    assert (ours_embed - embed).abs().max().item() <= LOGIT_TOL
+    prev = p2.predict(point_coords=np.array([[w / 2, h / 2]]), point_labels=np.array([1]))[2]
+    for name, prompt in prompt_cases(h, w, prev[:1]).items():
+        for multimask in (True, False):
+            tag = f"{name}/multimask={multimask}"
+            kwargs = dict(prompt, multimask_output=multimask)
+            assert_same_outputs(p1.predict(**kwargs), p2.predict(**kwargs), tag)
+            m1 = p1.predict(**kwargs, return_logits=True)[0]
+            m2 = p2.predict(**kwargs, return_logits=True)[0]
+            assert m1.shape == m2.shape == (3 if multimask else 1, h, w), tag
+            assert np.abs(m1 - m2).max() <= LOGIT_TOL, (tag, np.abs(m1 - m2).max())
+
+
+@pytest.fixture(scope="module")
+def official_file(models, tmp_path_factory):
+    """An official ``sam2.1_hiera_tiny.pt`` layout: ``{"model": state}`` with the video tensors."""
+    _, ref = models
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": ref.state_dict()}, path)
+    return path
+
+
+def _assert_same_weights(model, ours):
+    loaded = model.state_dict()
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, loaded[key]), key
+
+
+def test_official_file_loads_through_every_path(models, official_file):
+    """``build_sam(checkpoint=)``, ``sam_model_registry``, ``SamCheckpointer``, ``MODEL.SAM.WEIGHTS``
+    and plain Detectron2 ``DetectionCheckpointer``: zero missing / unexpected keys."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    ours, _ = models
+    path = str(official_file)
+    _assert_same_weights(sam_d2.build_sam("sam2.1_hiera_t", checkpoint=path), ours)
+    _assert_same_weights(sam_d2.sam_model_registry["sam2.1_hiera_t"](checkpoint=path), ours)
+    cfg = get_cfg()
+    sam_d2.add_sam_config(cfg)
+    cfg.merge_from_file("configs/sam2.1_hiera_t.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    incompatible = DetectionCheckpointer(model).load(path)
+    assert incompatible == {}  # nothing left over after the model section
+    _assert_same_weights(model, ours)
+    sam_d2.SamCheckpointer(model).load(path)
+    cfg.MODEL.SAM.WEIGHTS = path
+    _assert_same_weights(build_model(cfg), ours)
+
+
+def test_wrong_files_name_the_variants(official_file, tmp_path):
+    """A SAM ViT-B file into SAM 2.1, and SAM 2.1 files of another size: one line naming both."""
+    vit_b = tmp_path / "sam_vit_b.pth"
+    with torch.device("meta"):
+        shapes = sam_d2.build_sam("vit_b").state_dict()
+    torch.save({k: torch.zeros(v.shape) for k, v in shapes.items()}, vit_b)
+    cases = [
+        (vit_b, "sam2.1_hiera_t", "the checkpoint is vit_b but the model is sam2.1_hiera_t"),
+        (official_file, "sam2.1_hiera_s", "is sam2.1_hiera_t (SAM 2.1) but the model is sam2.1_hiera_s"),
+        (official_file, "sam2.1_hiera_b+", "is sam2.1_hiera_t (SAM 2.1) but the model is sam2.1_hiera_b+"),
+        (official_file, "vit_b", "the checkpoint is sam2.1_hiera_t (SAM 2.1) but the model is vit_b"),
+    ]  # fmt: skip
+    for path, variant, expected in cases:
+        with pytest.raises(sam_d2.CheckpointError) as err:
+            sam_d2.build_sam(variant, checkpoint=str(path))
+        message = str(err.value)
+        assert "\n" not in message and str(path) in message and expected in message, message
+
+
+def test_automatic_generator_parity_with_sam2(models):
+    """``AutomaticMaskGenerator`` against ``SAM2AutomaticMaskGenerator`` with the settings both
+    share (multimask grid prompts, no mask-to-mask refinement: ``use_m2m=False``, its default) and
+    the thresholds passed explicitly (SAM 2's default ``pred_iou_thresh`` is 0.8, SAM's 0.88);
+    relaxed so that masks of a random model survive. An 8 x 8 grid: its points are exact in
+    float32 too (SAM 2 records them as float32, SAM as float64)."""
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+    ours, ref = models
+    image = real_image("bsds500", "images", "test", "100007.jpg")[::2, ::2]  # 241 x 161
+    kwargs = dict(
+        points_per_side=8,
+        pred_iou_thresh=0.3,
+        stability_score_thresh=0.0,
+        box_nms_thresh=0.7,
+        output_mode="coco_rle",
+    )
+    got = AutomaticMaskGenerator(ours, **kwargs).generate(image)
+    want = SAM2AutomaticMaskGenerator(ref, use_m2m=False, multimask_output=True, **kwargs).generate(
+        image
+    )
+    assert len(want) > 5 and len(got) == len(want)
+    pairs, ious = match_records(got, want)
+    assert min(ious) >= 0.99
+    for a, b in pairs:
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=2) and a["crop_box"] == b["crop_box"]
+        assert a["predicted_iou"] == pytest.approx(b["predicted_iou"], abs=LOGIT_TOL)
+        assert a["stability_score"] == pytest.approx(b["stability_score"], abs=1e-3)
