@@ -221,3 +221,84 @@ def test_automatic_generator_parity_with_sam2(models):
         assert a["bbox"] == pytest.approx(b["bbox"], abs=2) and a["crop_box"] == b["crop_box"]
         assert a["predicted_iou"] == pytest.approx(b["predicted_iou"], abs=LOGIT_TOL)
         assert a["stability_score"] == pytest.approx(b["stability_score"], abs=1e-3)
+
+
+def test_every_variant_has_one_frame():
+    """The frame a config-only caller reads (mappers) is the built model's (its encoder's)."""
+    from sam_d2.data.transforms import variant_frame
+    from sam_d2.modeling.families import FAMILY_VARIANTS
+
+    for variant, family in FAMILY_VARIANTS.items():
+        with torch.device("meta"):
+            model = Sam(*build_sam_modules(variant))
+        assert variant_frame(variant) == family.frame == model.frame, variant
+    assert variant_frame("vit_b") == variant_frame("custom") == "pad"
+
+
+def test_stretch_transform_is_sam2s_resize():
+    """``StretchToSquare``: SAM 2's float resize (``SAM2Transforms``), its coordinate scaling, and a
+    Detectron2 transform for mappers (segmentations nearest, polygons scaled)."""
+    from sam2.utils.transforms import SAM2Transforms
+
+    from sam_d2.data.transforms import StretchToSquare, frame_transform
+
+    image = real_image("bsds500", "images", "test", "100007.jpg")
+    h, w = image.shape[:2]
+    resize = frame_transform("stretch", 1024)
+    assert isinstance(resize, StretchToSquare) and resize.get_preprocess_shape(h, w, 1024) == (
+        1024,
+        1024,
+    )
+    ours = resize.apply_image(image)
+    assert ours.shape == (1024, 1024, 3) and ours.dtype == np.float32
+    ref = SAM2Transforms(1024, 0.0)(image)  # normalised (3, 1024, 1024)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    ref_pixels = (ref * std[:, None, None] + mean[:, None, None]) * 255
+    assert (torch.from_numpy(ours).permute(2, 0, 1) - ref_pixels).abs().max() < 1e-3
+    xy = np.array([[w, h], [w / 2, h / 4]])
+    np.testing.assert_allclose(resize.apply_coords(xy, (h, w)), [[1024, 1024], [512, 256]])
+    t = resize.get_transform(image)
+    seg = np.zeros((h, w), np.uint8)
+    seg[: h // 2] = 7
+    assert t.apply_segmentation(seg).dtype == np.uint8 and set(
+        np.unique(t.apply_segmentation(seg))
+    ) == {0, 7}
+    np.testing.assert_allclose(t.apply_polygons([np.array([[w, h]], float)])[0], [[1024, 1024]])
+
+
+def test_point_mapper_and_predictor_refuse_the_wrong_frame(tmp_path):
+    """The point-benchmark mapper stretches for a SAM 2 config; a padded image is refused with one
+    line by the predictor and by ``postprocess_masks``."""
+    from detectron2.config import get_cfg
+    from PIL import Image
+
+    from sam_d2.data.point_mapper import PointEvalDatasetMapper
+
+    cfg = get_cfg()
+    sam_d2.add_sam_config(cfg)
+    cfg.merge_from_file("configs/sam2.1_hiera_t.yaml")
+    cfg.MODEL.SAM.IMAGE_SIZE = 256
+    path = tmp_path / "im.png"
+    Image.fromarray(np.zeros((60, 100, 3), np.uint8)).save(path)
+    seg = [[10.0, 10.0, 50.0, 10.0, 50.0, 40.0]]
+    out = PointEvalDatasetMapper(cfg)(
+        {"file_name": str(path), "annotations": [{"segmentation": seg}]}
+    )
+    assert out["image"].shape == (3, 256, 256) and out["instances"].gt_masks.tensor.shape == (
+        1,
+        60,
+        100,
+    )
+    model = sam_d2.build_sam("sam2.1_hiera_t", img_size=256)
+    with pytest.raises(ValueError, match=r"set_torch_image expects \(1, 3, 256, 256\)"):
+        SamPredictor(model).set_torch_image(torch.zeros(1, 3, 154, 256), (60, 100))
+    with pytest.raises(ValueError, match="stretches images to 256x256"):
+        model.postprocess_masks(torch.zeros(1, 1, 64, 64), (154, 256), (60, 100))
+
+
+def test_onnx_export_refuses_sam2(tmp_path):
+    from sam_d2.export import ExportError, export_sam
+
+    model = sam_d2.build_sam("sam2.1_hiera_t", img_size=256)
+    with pytest.raises(ExportError, match="sam2.1_hiera_t is a SAM 2 model"):
+        export_sam(model, tmp_path, "sam2.1_hiera_t")

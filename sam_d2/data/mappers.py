@@ -25,8 +25,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from ..modeling.families import variant_frame
-from .transforms import frame_transform
+from .transforms import frame_transform, variant_frame
 
 __all__ = [
     "build_lsj_augmentation",

@@ -33,8 +33,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import BitMasks, Instances, polygons_to_bitmask
 
 from .image_io import read_image_rgb
-from ..modeling.families import variant_frame
-from .transforms import frame_transform
+from .transforms import frame_transform, variant_frame
 
 __all__ = [
     "PointEvalDatasetMapper",

@@ -34,8 +34,7 @@ from detectron2.utils import comm
 
 from .image_io import read_image_rgb
 from .sa1b import read_sa1b_json
-from ..modeling.families import variant_frame
-from .transforms import frame_transform
+from .transforms import frame_transform, variant_frame
 
 __all__ = ["SamTrainMapper", "annotation_area"]
 

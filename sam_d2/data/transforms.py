@@ -33,10 +33,18 @@ __all__ = [
     "frame_input_size",
     "frame_transform",
     "longest_side_shape",
+    "variant_frame",
 ]
 
 #: The frame conventions of the SAM family (module docstring).
 FRAMES = ("pad", "stretch")
+
+
+def variant_frame(variant: str) -> str:
+    """The frame of a ``MODEL.SAM.VARIANT``, for mappers that have only the config: "stretch" for
+    SAM 2's variants (named ``sam2*``), "pad" for every other. The built model says the same
+    (``Sam.frame``, from its encoder; ``FAMILY_VARIANTS[variant].frame``; tested to agree)."""
+    return "stretch" if variant.startswith("sam2") else "pad"
 
 
 def longest_side_shape(height: int, width: int, long_side: int) -> Tuple[int, int]:

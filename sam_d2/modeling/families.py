@@ -30,7 +30,7 @@ from .prompt_encoder import PromptEncoder
 from .sam2 import Sam2ImageEncoder, Sam2MaskDecoder, Sam2PromptEncoder, build_sam2_encoder
 from .tiny_vit import TINY_VIT_PRESETS, TinyViT
 
-__all__ = ["Family", "FAMILY_VARIANTS", "family_variant_of", "variant_frame"]
+__all__ = ["Family", "FAMILY_VARIANTS", "family_variant_of"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class Family:
         prompt_encoder_cls: prompt encoder class, constructed with :class:`PromptEncoder`'s
             arguments.
         frame: "pad" or "stretch" (module docstring); the built encoder's ``frame`` attribute
-            (absent: "pad") says the same, which is what :class:`~sam_d2.modeling.sam.Sam` reads.
+            (absent: "pad") says the same, which is what :class:`~sam_d2.modeling.sam.Sam` reads,
+            and so does :func:`sam_d2.data.transforms.variant_frame` for config-only callers.
     """
 
     description: str
@@ -102,12 +103,6 @@ FAMILY_VARIANTS: Dict[str, Family] = {
 _HIERA_BY_SHAPE = {
     (int(p["embed_dim"]), sum(p["stages"])): name for name, p in HIERA_PRESETS.items()
 }
-
-
-def variant_frame(variant: str) -> str:
-    """The frame ("pad" or "stretch") of a ``MODEL.SAM.VARIANT``: SAM's presets and "custom" pad."""
-    family = FAMILY_VARIANTS.get(variant)
-    return family.frame if family is not None else "pad"
 
 
 def family_variant_of(state_dict: Dict[str, Any]) -> Optional[str]:
