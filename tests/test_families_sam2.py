@@ -302,3 +302,26 @@ def test_onnx_export_refuses_sam2(tmp_path):
     model = sam_d2.build_sam("sam2.1_hiera_t", img_size=256)
     with pytest.raises(ExportError, match="sam2.1_hiera_t is a SAM 2 model"):
         export_sam(model, tmp_path, "sam2.1_hiera_t")
+
+
+def test_official_file_into_a_composed_meta_arch(models, official_file):
+    """``DetectorPromptedSam`` (ground-truth boxes, no detector) takes the official file whole:
+    its part loading adopts SAM 2's keys before placing them under ``sam.``."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    ours, _ = models
+    cfg = get_cfg()
+    sam_d2.add_sam_config(cfg)
+    cfg.merge_from_file("configs/sam_vitdet_tiny_cpu.yaml")
+    cfg.merge_from_list(
+        ["MODEL.SAM_PROMPTED.BOX_SOURCE", "gt", "MODEL.SAM.VARIANT", "sam2.1_hiera_t"]
+        + ["MODEL.SAM.IMAGE_SIZE", 1024, "MODEL.SAM.ENCODER.OUT_CHANS", 256]
+        + ["MODEL.SAM.DECODER.MLP_DIM", 2048, "MODEL.SAM.DECODER.NUM_HEADS", 8]
+        + ["MODEL.SAM.DECODER.IOU_HEAD_HIDDEN_DIM", 256]
+    )
+    model = build_model(cfg)
+    assert model.detector is None
+    DetectionCheckpointer(model).load(str(official_file))
+    _assert_same_weights(model.sam, ours)
