@@ -199,6 +199,7 @@ def _oracle(erode: int = 0, num_points: Sequence[int] = NUM_POINTS, **options) -
 def _cfg() -> CN:
     cfg = get_cfg()
     cfg.MODEL.SAM = CN()
+    cfg.MODEL.SAM.VARIANT = "custom"  # a padded-frame SAM
     cfg.MODEL.SAM.IMAGE_SIZE = IMAGE_SIZE
     cfg.INPUT.FORMAT = "RGB"
     cfg.DATALOADER.NUM_WORKERS = 0

@@ -155,7 +155,8 @@ class PointEvalDatasetMapper:
 
 
 def build_point_eval_mapper(cfg: CfgNode) -> PointEvalDatasetMapper:
-    """The test mapper of the point benchmark (``MODEL.SAM.IMAGE_SIZE``, ``INPUT.FORMAT``)."""
+    """The test mapper of the point benchmark (``MODEL.SAM.IMAGE_SIZE`` and ``VARIANT``,
+    ``INPUT.FORMAT``)."""
     return PointEvalDatasetMapper(cfg)
 
 
@@ -178,7 +179,8 @@ def build_point_eval_loader(cfg: CfgNode, dataset_names: Union[str, Sequence[str
     """Detectron2 test loader (batch size 1, inference sampler) of the point benchmark.
 
     Args:
-        cfg: config with ``MODEL.SAM.IMAGE_SIZE``, ``INPUT.FORMAT``, ``DATALOADER.NUM_WORKERS``.
+        cfg: config with ``MODEL.SAM.IMAGE_SIZE``, ``MODEL.SAM.VARIANT`` (its frame),
+            ``INPUT.FORMAT``, ``DATALOADER.NUM_WORKERS``.
         dataset_names: one registered dataset, or several evaluated as one loader (their dicts
             carry ``dataset_name``; pass the same names to ``PointMIoUEvaluator``).
     """

@@ -178,6 +178,7 @@ class Sam(nn.Module):
             adopt_official_keys(state_dict, prefix)
 
     def _load_from_state_dict(self, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+        """``nn.Module``'s, after :meth:`adopt_official_keys` (before any load pre-hook runs)."""
         self.adopt_official_keys(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
