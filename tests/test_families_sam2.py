@@ -325,3 +325,24 @@ def test_official_file_into_a_composed_meta_arch(models, official_file):
     assert model.detector is None
     DetectionCheckpointer(model).load(str(official_file))
     _assert_same_weights(model.sam, ours)
+
+
+def test_encoder_gradients_with_and_without_recompute():
+    """``MODEL.SAM.TRAIN.ACTIVATION_CHECKPOINTING`` reaches the Hiera blocks: same gradients."""
+    model = sam_d2.build_sam("sam2.1_hiera_t", img_size=128)
+    model.load_state_dict(random_state(model, seed=11))
+    model.train()
+    batch = model.preprocess([torch.rand(3, 128, 128) * 255])
+    calls = []
+    model.image_encoder.trunk.blocks[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad()
+        model.image_encoder.activation_checkpointing = recompute
+        calls.clear()
+        model.encode(batch).pow(2).mean().backward()
+        assert len(calls) == (2 if recompute else 1)  # recomputed in backward
+        grads.append({n: p.grad.clone() for n, p in model.image_encoder.named_parameters()})
+    assert set(grads[0]) == {n for n, _ in model.image_encoder.named_parameters()}
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-6), name

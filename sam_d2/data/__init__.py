@@ -9,7 +9,7 @@ from .sam23 import (
     register_sam23,
     subsample_by_images,
 )
-from .transforms import ResizeLongestSide, longest_side_shape
+from .transforms import ResizeLongestSide, StretchToSquare, frame_transform, longest_side_shape
 
 register_bsds500()  # lazy: bsds500_{train,val,test} under $DETECTRON2_DATASETS
 register_all_sam23()  # lazy: sam23_<name> under $DETECTRON2_DATASETS, no file access until loaded
@@ -27,5 +27,7 @@ __all__ = [
     "register_sam23",
     "subsample_by_images",
     "ResizeLongestSide",
+    "StretchToSquare",
+    "frame_transform",
     "longest_side_shape",
 ]
