@@ -169,7 +169,8 @@ class SamPredictor:
             mask_input: (B, 1, 256, 256).
 
         Returns:
-            masks (B, K, H, W) bool (or logits), IoUs (B, K), low-res logits (B, K, 256, 256).
+            masks (B, K, H, W) bool (or logits), IoUs (B, K), low-res logits (B, K, 256, 256)
+            (clamped to +-32 for SAM 2, as its predictor does).
         """
         self._require_image()
         if not all(p is None for p in (point_coords, point_labels, boxes, mask_input)):
@@ -202,6 +203,9 @@ class SamPredictor:
         masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
         if not return_logits:
             masks = masks > self.model.mask_threshold
+        limit = getattr(self.model.mask_decoder, "returned_logit_limit", None)  # SAM 2: 32
+        if limit is not None:
+            low_res = low_res.clamp(-limit, limit)
         return masks, iou, low_res
 
     def get_image_embedding(self) -> Tensor:

@@ -346,3 +346,29 @@ def test_encoder_gradients_with_and_without_recompute():
     assert set(grads[0]) == {n for n, _ in model.image_encoder.named_parameters()}
     for name, g in grads[0].items():
         assert torch.allclose(g, grads[1][name], atol=1e-6), name
+
+
+def test_large_logits_are_clamped_like_sam2(models):
+    """Low-res logits beyond +-32 come back clamped, as from ``SAM2ImagePredictor``; the masks
+    are computed before clamping in both."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    ours, ref = models
+    state = {k: v.clone() for k, v in ref.state_dict().items()}
+    for key in [k for k in state if "output_hypernetworks_mlps" in k and "layers.2" in k]:
+        state[key] *= 50  # logits far beyond +-32
+    big_ref = _official("t")
+    big_ref.load_state_dict(state)
+    big_ours = sam_d2.build_sam("sam2.1_hiera_t").eval()
+    big_ours.load_state_dict(state)
+    image = real_image("bsds500", "images", "test", "100007.jpg")[::4, ::4]
+    p1, p2 = SamPredictor(big_ours), SAM2ImagePredictor(big_ref)
+    p1.set_image(image)
+    p2.set_image(image)
+    prompt = dict(point_coords=np.array([[60.0, 40.0]]), point_labels=np.array([1]))
+    ours_out, ref_out = p1.predict(**prompt, return_logits=True), p2.predict(
+        **prompt, return_logits=True
+    )
+    assert np.abs(ours_out[0]).max() > 32 and np.abs(ours_out[2]).max() == 32
+    for a, b in zip(ours_out, ref_out):
+        assert np.abs(a - b).max() <= 50 * LOGIT_TOL

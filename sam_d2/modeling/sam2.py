@@ -145,6 +145,10 @@ class Sam2MaskDecoder(MaskDecoder):
     embedding channels).
     """
 
+    #: SAM 2's predictor hands back its low-res logits clamped to +-32 (the masks it returns are
+    #: computed before); :class:`~sam_d2.SamPredictor` does the same for this decoder.
+    returned_logit_limit: float = 32.0
+
     def __init__(
         self,
         *,
