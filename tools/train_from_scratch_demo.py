@@ -33,6 +33,7 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import hooks
 from detectron2.evaluation import inference_on_dataset
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 import sam_d2
@@ -55,6 +56,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "--data-root",
         default=os.getenv("DETECTRON2_DATASETS", str(REPO.parent / "shared" / "data")),
         help="folder containing bsds500/",
+    )
+    p.add_argument(
+        "--min-area-ratio",
+        type=float,
+        default=0.05,
+        help="BSDS500 regions smaller than this fraction of the image are not objects "
+        "(training and held-out alike)",
     )
     p.add_argument("--eval-period", type=int, default=100, help="iterations between evaluations")
     p.add_argument("--num-threads", type=int, default=1, help="torch CPU threads")
@@ -149,7 +157,8 @@ class DemoTrainer(Trainer):
     def run_eval(self) -> Dict[str, float]:
         start = time.perf_counter()
         res = evaluate_heldout(self.cfg, self.model)
-        it = self.iter + 1 if self.evaluations else 0
+        # iterations done: the hook runs after step ``iter`` or, at the end, with iter = max_iter
+        it = min(self.iter + 1, self.max_iter) if self.evaluations else 0
         self.evaluations.append({"iteration": it, **res, "eval_s": time.perf_counter() - start})
         logger.info(f"held-out point benchmark at iteration {it}: {res}")
         out = Path(self.cfg.OUTPUT_DIR)
@@ -169,8 +178,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logger(str(out), name="sam_d2")
     setup_logger(str(out), name="detectron2")
     setup_logger(str(out), name=logger.name)
-    register_bsds500_regions(args.data_root)
+    register_bsds500_regions(args.data_root, args.min_area_ratio)
     cfg = setup(args)
+    seed_all_rng(cfg.SEED)  # initial weights, data order and prompt sampling are reproducible
     trainer = DemoTrainer(cfg, args.eval_period)
     trainer.resume_or_load(resume=False)
     trainer.run_eval()  # the untrained model

@@ -87,20 +87,29 @@ def load_bsds_regions(
     return out
 
 
-def register_bsds500_regions(root: Optional[str] = None) -> None:
+def register_bsds500_regions(root: Optional[str] = None, min_area_ratio: float = 0.01) -> None:
     """Register ``bsds500_regions_{train,heldout}`` (lazily loaded; point-benchmark evaluator).
 
     Args:
         root: folder containing ``bsds500/``; defaults to ``$DETECTRON2_DATASETS`` or "datasets".
+        min_area_ratio: regions smaller than this fraction of the image are left out (both
+            splits; see :func:`load_bsds_regions`).
     """
+    if not 0.0 <= min_area_ratio < 1.0:
+        raise ValueError(f"min_area_ratio must be in [0, 1), got {min_area_ratio}")
     root = root or os.getenv("DETECTRON2_DATASETS", "datasets")
     for split in BSDS_REGION_SPLITS:
         name = f"bsds500_regions_{split}"
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
-        DatasetCatalog.register(name, lambda split=split: load_bsds_regions(root, split))
-        MetadataCatalog.get(name).set(evaluator_type="point_miou", thing_classes=["region"])
+        DatasetCatalog.register(
+            name,
+            lambda split=split: load_bsds_regions(root, split, min_area_ratio=min_area_ratio),
+        )
+        MetadataCatalog.get(name).set(
+            evaluator_type="point_miou", thing_classes=["region"], min_area_ratio=min_area_ratio
+        )
 
 
 register_bsds500_regions()  # lazy: bsds500_regions_{train,heldout} under $DETECTRON2_DATASETS
