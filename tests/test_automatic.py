@@ -10,9 +10,9 @@ import torch
 from conftest import shared_path
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+from families_reference import match_records
 from PIL import Image
 from pycocotools import mask as mask_utils
-from families_reference import match_records
 from sam_reference import reference_sam
 
 import sam_d2

@@ -151,8 +151,9 @@ def _assert_same_weights(model, ours):
 
 
 def test_official_file_loads_through_every_path(models, official_file):
-    """``build_sam(checkpoint=)``, ``sam_model_registry``, ``SamCheckpointer``, ``MODEL.SAM.WEIGHTS``
-    and plain Detectron2 ``DetectionCheckpointer``: zero missing / unexpected keys."""
+    """``build_sam(checkpoint=)``, ``sam_model_registry``, ``SamCheckpointer``,
+    ``MODEL.SAM.WEIGHTS`` and plain Detectron2 ``DetectionCheckpointer``: zero missing /
+    unexpected keys."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
@@ -180,12 +181,13 @@ def test_wrong_files_name_the_variants(official_file, tmp_path):
     with torch.device("meta"):
         shapes = sam_d2.build_sam("vit_b").state_dict()
     torch.save({k: torch.zeros(v.shape) for k, v in shapes.items()}, vit_b)
+    t_into = "the checkpoint is sam2.1_hiera_t (SAM 2.1) but the model is"
     cases = [
         (vit_b, "sam2.1_hiera_t", "the checkpoint is vit_b but the model is sam2.1_hiera_t"),
-        (official_file, "sam2.1_hiera_s", "is sam2.1_hiera_t (SAM 2.1) but the model is sam2.1_hiera_s"),
-        (official_file, "sam2.1_hiera_b+", "is sam2.1_hiera_t (SAM 2.1) but the model is sam2.1_hiera_b+"),
-        (official_file, "vit_b", "the checkpoint is sam2.1_hiera_t (SAM 2.1) but the model is vit_b"),
-    ]  # fmt: skip
+        (official_file, "sam2.1_hiera_s", f"{t_into} sam2.1_hiera_s (SAM 2.1)"),
+        (official_file, "sam2.1_hiera_b+", f"{t_into} sam2.1_hiera_b+ (SAM 2.1)"),
+        (official_file, "vit_b", f"{t_into} vit_b"),
+    ]
     for path, variant, expected in cases:
         with pytest.raises(sam_d2.CheckpointError) as err:
             sam_d2.build_sam(variant, checkpoint=str(path))

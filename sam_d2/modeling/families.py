@@ -9,8 +9,8 @@ take any of them.
 | variant | model | encoder | decoder | frame |
 | --- | --- | --- | --- | --- |
 | ``vit_t`` | MobileSAM | TinyViT-5M (:mod:`.tiny_vit`) | SAM's | pad |
-| ``hq_vit_{b,l,h}`` | HQ-SAM | SAM's ViT (+ early feature) | SAM's + HQ token (:mod:`.hq_sam`) | pad |
-| ``sam2.1_hiera_{t,s,b+,l}`` | SAM 2.1 image model | Hiera + FPN (:mod:`.hiera`, :mod:`.sam2`) | SAM 2's (:mod:`.sam2`) | stretch |
+| ``hq_vit_{b,l,h}`` | HQ-SAM | SAM's ViT (+ early feature) | + HQ token (:mod:`.hq_sam`) | pad |
+| ``sam2.1_hiera_{t,s,b+,l}`` | SAM 2.1 image | Hiera + FPN (:mod:`.hiera`) | SAM 2's | stretch |
 
 The frame is how images enter the encoder (:mod:`sam_d2.data.transforms`): "pad" (longest side
 resized, zero-padded square, SAM's) or "stretch" (resized to the square, SAM 2's).

@@ -43,7 +43,6 @@ from torch import Tensor, nn
 from .hiera import HIERA_PRESETS, FpnNeck, Hiera
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
-from .transformer import TwoWayTransformer
 
 __all__ = [
     "Sam2ImageEncoder",

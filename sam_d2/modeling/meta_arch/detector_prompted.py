@@ -23,8 +23,8 @@ Per image, at inference:
 Inputs (one dict per image): ``"image"`` for the detector (its resize and ``INPUT.FORMAT``),
 ``"height"``/``"width"`` (original size), ``"sam_image"`` (3, h, w) RGB in the SAM's frame
 (``max(h, w) = MODEL.SAM.IMAGE_SIZE`` for SAM, the square for SAM 2; if absent it is resampled
-from ``"image"``, an approximation of the SAM's transform) and, for ``"gt"`` boxes, ``"instances"`` with ``gt_boxes``
-and ``gt_classes`` in the frame of ``"image"``.
+from ``"image"``, an approximation of the SAM's transform) and, for ``"gt"`` boxes,
+``"instances"`` with ``gt_boxes`` and ``gt_classes`` in the frame of ``"image"``.
 
 Output: ``[{"instances": Instances(height, width)}]`` with the detector's ``pred_boxes``,
 ``scores`` and ``pred_classes``, SAM's ``pred_masks`` (N, H, W) bool, and ``mask_scores`` (N,),
