@@ -1,4 +1,4 @@
-"""Exact-math fast attention: the folded rel-pos attention of the ViT and the factored
+"""Exact-math fast attention: the folded and chunked rel-pos attentions of the ViT and the factored
 cross-attentions of the mask decoder equal the plain formulations (and the official modules)."""
 
 import pytest
@@ -9,6 +9,7 @@ from sam_d2.modeling.transformer import DownsampledAttention, TwoWayTransformer
 from sam_d2.modeling.vit import (
     FOLD_MIN_TOKENS,
     Attention,
+    chunked_bias_attention,
     folded_rel_pos_attention,
     relative_position_bias,
 )
@@ -18,7 +19,7 @@ def _reference_rel_pos_attention(q, k, v, table_h, table_w, hw):
     """Materialised logits + decomposed bias, softmax, values (the official formulation)."""
     c = q.shape[-1]
     logits = (q * c**-0.5) @ k.transpose(-2, -1)
-    logits = logits + relative_position_bias(q, table_h, table_w, hw, hw)
+    logits = logits + relative_position_bias(q, table_h, table_w, hw)
     return logits.softmax(dim=-1) @ v
 
 
@@ -58,15 +59,28 @@ def test_folded_attention_bf16_error_is_small():
     exact = _reference_rel_pos_attention(q, k, v, *tables, hw)
     low = [t.bfloat16() for t in (q, k, v, *tables)]
     folded = folded_rel_pos_attention(*low, hw).float()
-    bias = relative_position_bias(low[0], low[3], low[4], hw, hw)
+    bias = relative_position_bias(low[0], low[3], low[4], hw)
     plain = F.scaled_dot_product_attention(*low[:3], attn_mask=bias).float()
     err_folded = (folded - exact).abs().max().item()
     err_plain = (plain - exact).abs().max().item()
     assert err_folded < 0.05 and err_folded <= 1.5 * err_plain, (err_folded, err_plain)
 
 
-def test_attention_module_uses_fold_on_large_grids(monkeypatch):
-    """Global-size grids take the folded path, windows the bias path; both give the same."""
+@pytest.mark.parametrize("hw, chunk", [((5, 7), 1), ((5, 7), 8), ((6, 6), 36), ((3, 9), 100)])
+def test_chunked_attention_equals_bias_attention(hw, chunk):
+    g = torch.Generator().manual_seed(5)
+    b, heads, n, c = 2, 3, hw[0] * hw[1], 8
+    q, k, v = (torch.randn(b, heads, n, c, generator=g) for _ in range(3))
+    tables = [0.5 * torch.randn(2 * s - 1, c, generator=g) for s in hw]
+    expected = _reference_rel_pos_attention(q, k, v, *tables, hw)
+    with torch.no_grad():
+        out = chunked_bias_attention(q, k, v, *tables, hw, chunk_tokens=chunk)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_module_paths(monkeypatch):
+    """Global-size grids: fp32 inference attends in query chunks, autograd (or half precision)
+    through the fold; windows add the bias. All give the same output."""
     side = int(FOLD_MIN_TOKENS**0.5)
     attn = Attention(32, 4, input_size=(side, side)).eval()
     with torch.no_grad():
@@ -76,15 +90,22 @@ def test_attention_module_uses_fold_on_large_grids(monkeypatch):
     calls = []
     import sam_d2.modeling.vit as vit
 
-    real = vit.folded_rel_pos_attention
-    monkeypatch.setattr(vit, "folded_rel_pos_attention", lambda *a: calls.append(1) or real(*a))
+    for name in ("folded_rel_pos_attention", "chunked_bias_attention"):
+        real = getattr(vit, name)
+        monkeypatch.setattr(vit, name, lambda *a, _n=name, _f=real: calls.append(_n) or _f(*a))
     with torch.no_grad():
-        folded = attn(x)
-        assert calls == [1]
-        monkeypatch.setattr(vit, "FOLD_MIN_TOKENS", side * side + 1)
+        chunked = attn(x)
+    folded = attn(x)
+    assert calls == ["chunked_bias_attention", "folded_rel_pos_attention"]
+    monkeypatch.setattr(vit, "FOLD_MIN_TOKENS", side * side + 1)
+    with torch.no_grad():
         plain = attn(x)
-    assert calls == [1]
-    torch.testing.assert_close(folded, plain, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 2
+    torch.testing.assert_close(chunked, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(folded.detach(), plain, atol=1e-5, rtol=1e-5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        attn(x)
+    assert calls[-1] == "folded_rel_pos_attention"
 
 
 def _random_attention(seed: int) -> DownsampledAttention:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Attention with decomposed relative position bias: three exact formulations side by side.
+"""Attention with decomposed relative position bias: four exact formulations side by side.
 
     python tools/bench_attention.py --device cpu --dtypes fp32 bf16 --rounds 3
 
@@ -8,9 +8,12 @@ it times, interleaved round by round so that a shared machine slows all of them 
     official  materialised logits + bias, softmax, @ v (segment-anything's formulation)
     bias      scaled_dot_product_attention with the materialised (heads, N, N) bias as mask
     folded    the bias folded into widened q/k (sam_d2.modeling.vit.folded_rel_pos_attention)
+    chunked   the bias built per chunk of 1024 queries into one reused buffer
+              (sam_d2.modeling.vit.chunked_bias_attention)
 and prints the best time of each and its speed-up over "official", plus the largest deviation
-from the fp32 "official" output. sam_d2's ViT uses "folded" on grids of at least
-``FOLD_MIN_TOKENS`` tokens and "bias" below (see sam_d2/modeling/vit.py).
+from the fp32 "official" output. sam_d2's ViT uses "bias" below ``FOLD_MIN_TOKENS`` tokens
+(windows) and on larger grids "chunked" in fp32 inference, "folded" otherwise (see
+sam_d2/modeling/vit.py).
 """
 
 import argparse
@@ -21,7 +24,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from sam_d2.modeling.vit import folded_rel_pos_attention, relative_position_bias
+from sam_d2.modeling.vit import (
+    chunked_bias_attention,
+    folded_rel_pos_attention,
+    relative_position_bias,
+)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: name -> (batch of windows, grid side) at a 1024-pixel input.
@@ -31,20 +38,19 @@ SHAPES = {"global 64x64": (1, 64), "windows 14x14": (25, 14)}
 def official(q, k, v, th, tw, hw):
     b, heads, n, c = q.shape
     logits = (q * c**-0.5) @ k.transpose(-2, -1)
-    logits = logits + relative_position_bias(q, th, tw, hw, hw)
+    logits = logits + relative_position_bias(q, th, tw, hw)
     return logits.softmax(dim=-1) @ v
 
 
 def bias(q, k, v, th, tw, hw):
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=relative_position_bias(q, th, tw, hw, hw)
-    )
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=relative_position_bias(q, th, tw, hw))
 
 
 IMPLS: Dict[str, Callable] = {
     "official": official,
     "bias": bias,
     "folded": folded_rel_pos_attention,
+    "chunked": chunked_bias_attention,
 }
 
 

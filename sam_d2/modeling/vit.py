@@ -27,6 +27,7 @@ __all__ = [
     "PatchEmbed",
     "Block",
     "Attention",
+    "chunked_bias_attention",
     "folded_rel_pos_attention",
     "relative_position_bias",
     "relative_position_terms",
@@ -34,70 +35,65 @@ __all__ = [
 ]
 
 
-def _relative_table(table: Tensor, q_size: int, k_size: int) -> Tensor:
-    """Look up relative position embeddings for every (query, key) offset along one axis.
-
-    Args:
-        table: (L, C) learned embeddings for offsets; resized (linear) if ``L`` does not equal
-            ``2 * max(q_size, k_size) - 1``.
-        q_size, k_size: lengths of the query and key axes.
-
-    Returns:
-        (q_size, k_size, C) embeddings.
-    """
-    span = 2 * max(q_size, k_size) - 1
+def _offset_table(table: Tensor, size: int) -> Tensor:
+    """(L, C) offset embeddings resized (linear) to the ``2 * size - 1`` offsets of one axis."""
+    span = 2 * size - 1
     if table.shape[0] != span:
         table = F.interpolate(table.t()[None], size=span, mode="linear")[0].t()
-    q_scale, k_scale = max(k_size / q_size, 1.0), max(q_size / k_size, 1.0)
-    q_pos = torch.arange(q_size, device=table.device)[:, None] * q_scale
-    k_pos = torch.arange(k_size, device=table.device)[None, :] * k_scale
-    offset = (q_pos - k_pos) + (k_size - 1) * k_scale
-    return table[offset.long()]
+    return table
 
 
 def relative_position_terms(
-    q: Tensor, table_h: Tensor, table_w: Tensor, q_hw: Tuple[int, int], k_hw: Tuple[int, int]
+    q: Tensor, table_h: Tensor, table_w: Tensor, hw: Tuple[int, int]
 ) -> Tuple[Tensor, Tensor]:
-    """The two factors of the decomposed relative position bias (MViTv2).
+    """The two factors of the decomposed relative position bias (MViTv2) of self-attention.
 
-    The bias between query ``i`` at (qy, qx) and key ``j`` at (ky, kx) is
-    ``rel_h[..., i, ky] + rel_w[..., i, kx]``.
+    The bias between the query ``q`` at (y, x) and the key at (ky, kx) is
+    ``rel_h[..., y, x, ky] + rel_w[..., y, x, kx]``, with ``rel_h[..., y, x, ky] = q.T_h[y - ky]``
+    and ``rel_w[..., y, x, kx] = q.T_w[x - kx]``.
+    One GEMM scores every query against every offset of both (flipped) tables; the query in row
+    ``y`` needs the ``H`` consecutive height scores starting at ``H - 1 - y``, so both factors are
+    strided views of that product (no per-row gather or batched GEMM).
 
     Args:
-        q: (B, heads, q_h * q_w, C) unscaled queries.
+        q: (B, heads, H * W, C) unscaled queries.
         table_h, table_w: (2 * size - 1, C) learned offset embeddings along height and width.
-        q_hw, k_hw: spatial sizes of the query and key grids.
+        hw: (H, W) of the token grid (queries and keys).
 
     Returns:
-        rel_h (B, heads, q_h * q_w, k_h) and rel_w (B, heads, q_h * q_w, k_w).
+        rel_h (B, heads, H, W, H) and rel_w (B, heads, H, W, W), strided views.
     """
-    (qh, qw), (kh, kw) = q_hw, k_hw
-    b, heads, _, c = q.shape
-    rh = _relative_table(table_h, qh, kh).to(q.dtype)  # (qh, kh, C)
-    rw = _relative_table(table_w, qw, kw).to(q.dtype)  # (qw, kw, C)
-    grid = q.reshape(b, heads, qh, qw, c)
-    rel_h = torch.einsum("bnhwc,hkc->bnhwk", grid, rh).reshape(b, heads, qh * qw, kh)
-    rel_w = torch.einsum("bnhwc,wkc->bnhwk", grid, rw).reshape(b, heads, qh * qw, kw)
+    h, w = hw
+    b, heads = q.shape[:2]
+    tables = torch.cat([_offset_table(table_h, h).flip(0), _offset_table(table_w, w).flip(0)])
+    scores = torch.matmul(q, tables.t().to(q.dtype))  # (B, heads, N, 2H - 1 + 2W - 1)
+    length, (sb, sn) = scores.shape[-1], scores.stride()[:2]
+    start = scores.storage_offset()
+    rel_h = scores.as_strided(
+        (b, heads, h, w, h), (sb, sn, w * length - 1, length, 1), start + h - 1
+    )
+    rel_w = scores.as_strided(
+        (b, heads, h, w, w), (sb, sn, w * length, length - 1, 1), start + 2 * h - 1 + w - 1
+    )
     return rel_h, rel_w
 
 
 def relative_position_bias(
-    q: Tensor, table_h: Tensor, table_w: Tensor, q_hw: Tuple[int, int], k_hw: Tuple[int, int]
+    q: Tensor, table_h: Tensor, table_w: Tensor, hw: Tuple[int, int]
 ) -> Tensor:
-    """Decomposed relative position bias (MViTv2) as an additive attention bias.
+    """Decomposed relative position bias (MViTv2) of self-attention as an additive bias.
 
     Args:
-        q: (B, heads, q_h * q_w, C) unscaled queries.
+        q: (B, heads, H * W, C) unscaled queries.
         table_h, table_w: (2 * size - 1, C) learned offset embeddings along height and width.
-        q_hw, k_hw: spatial sizes of the query and key grids.
+        hw: (H, W) of the token grid.
 
     Returns:
-        (B, heads, q_h * q_w, k_h * k_w) bias to add to the attention logits.
+        (B, heads, H * W, H * W) bias to add to the attention logits.
     """
-    (kh, kw), (b, heads, n, _) = k_hw, q.shape
-    rel_h, rel_w = relative_position_terms(q, table_h, table_w, q_hw, k_hw)
-    bias = rel_h[..., :, None] + rel_w[..., None, :]  # (B, heads, N, kh, kw)
-    return bias.reshape(b, heads, n, kh * kw)
+    b, heads, n, _ = q.shape
+    rel_h, rel_w = relative_position_terms(q, table_h, table_w, hw)
+    return (rel_h[..., :, None] + rel_w[..., None, :]).view(b, heads, n, n)
 
 
 def folded_rel_pos_attention(
@@ -127,23 +123,73 @@ def folded_rel_pos_attention(
     """
     h, w = hw
     b, heads, n, c = q.shape
-    rel_h, rel_w = relative_position_terms(q, table_h, table_w, hw, hw)
+    rel_h, rel_w = relative_position_terms(q, table_h, table_w, hw)
     width = c + h + w
     pad = (-width) % 8
     key_pos = torch.arange(n, device=q.device)
     onehot_h = F.one_hot(key_pos // w, h).to(k.dtype)  # (N, H): row of each key
     onehot_w = F.one_hot(key_pos % w, w).to(k.dtype)  # (N, W): column of each key
     key_extra = F.pad(torch.cat([onehot_h, onehot_w], dim=1), (0, pad))
-    q2 = torch.cat([q * c**-0.5, rel_h, rel_w, q.new_zeros(b, heads, n, pad)], dim=-1)
+    scaled = (q * c**-0.5).view(b, heads, h, w, c)
+    q2 = torch.cat([scaled, rel_h, rel_w, q.new_zeros(b, heads, h, w, pad)], dim=-1)
     k2 = torch.cat([k, key_extra.expand(b, heads, n, h + w + pad)], dim=-1)
     v2 = F.pad(v, (0, width + pad - c))
-    return F.scaled_dot_product_attention(q2, k2, v2, scale=1.0)[..., :c]
+    return F.scaled_dot_product_attention(q2.view(b, heads, n, -1), k2, v2, scale=1.0)[..., :c]
 
 
-#: Token grids at least this large attend through :func:`folded_rel_pos_attention`; smaller
-#: ones (windows) add the materialised bias. Measured on CPU (``tools/bench_attention.py``):
-#: for a ViT-B global block (64x64 tokens) folding is as fast in fp32 and 2-3x faster in bf16,
-#: and never builds the (heads, N, N) bias; for 14x14 windows the small bias is faster.
+def chunked_bias_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    table_h: Tensor,
+    table_w: Tensor,
+    hw: Tuple[int, int],
+    chunk_tokens: int = 1024,
+) -> Tensor:
+    """Self-attention with decomposed relative position bias, the bias built per query chunk.
+
+    Runs ``scaled_dot_product_attention`` on whole query rows at a time (at least
+    ``chunk_tokens`` queries), each with its (B, heads, rows * W, H * W) additive bias written
+    into one reused buffer, so memory stays bounded and the kernel keeps plain head-width GEMMs
+    (the folded form widens them ~3x, which costs more than it saves in fp32 on CPU). Inference
+    only (the bias is written in place).
+
+    Args:
+        q, k, v: (B, heads, H * W, C) over an (H, W) token grid (``hw``).
+        table_h, table_w: (2 * size - 1, C) rel-pos tables.
+        hw: (H, W).
+        chunk_tokens: queries per chunk (rounded up to whole rows).
+
+    Returns:
+        (B, heads, H * W, C) attention output, laid out as (B, H * W, heads, C) in memory.
+    """
+    h, w = hw
+    b, heads, n, c = q.shape
+    rel_h, rel_w = relative_position_terms(q, table_h, table_w, hw)
+    rows = min(-(-chunk_tokens // w), h)
+    out = q.new_empty(b, n, heads, c)
+    bias = q.new_empty(b, heads, rows, w, h, w)  # reused: fresh pages each chunk cost ~25%
+    for y in range(0, h, rows):
+        end = min(y + rows, h)
+        torch.add(
+            rel_h[:, :, y:end, :, :, None],
+            rel_w[:, :, y:end, :, None, :],
+            out=bias[:, :, : end - y],
+        )
+        queries = slice(y * w, end * w)
+        mask = bias[:, :, : end - y].view(b, heads, -1, n)
+        out[:, queries] = F.scaled_dot_product_attention(
+            q[:, :, queries], k, v, attn_mask=mask
+        ).transpose(1, 2)
+    return out.transpose(1, 2)
+
+
+#: Token grids at least this large (global blocks) never build the whole (heads, N, N) bias: in
+#: fp32 without autograd they attend query chunk by query chunk (:func:`chunked_bias_attention`),
+#: otherwise (half precision, or training) through :func:`folded_rel_pos_attention`. Smaller
+#: grids (windows) add the whole bias. Measured on CPU (``tools/bench_attention.py``), ViT-B
+#: 64x64 global grid: fp32 chunked 0.77 s vs folded 0.91 s, bf16 folded 0.21 s vs chunked 0.40 s;
+#: 14x14 windows: the bias is faster than folding in fp32 and as fast in bf16.
 FOLD_MIN_TOKENS = 1024
 
 
@@ -187,11 +233,13 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, HW, head_dim)
         if not self.use_rel_pos:
             out = F.scaled_dot_product_attention(q, k, v)
-        elif h * w >= FOLD_MIN_TOKENS:
-            out = folded_rel_pos_attention(q, k, v, self.rel_pos_h, self.rel_pos_w, (h, w))
-        else:
-            bias = relative_position_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
+        elif h * w < FOLD_MIN_TOKENS:
+            bias = relative_position_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        elif q.dtype == torch.float32 and not torch.is_grad_enabled():
+            out = chunked_bias_attention(q, k, v, self.rel_pos_h, self.rel_pos_w, (h, w))
+        else:
+            out = folded_rel_pos_attention(q, k, v, self.rel_pos_h, self.rel_pos_w, (h, w))
         return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
 
 
@@ -298,14 +346,19 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patch projection: (B, 3, H, W) -> (B, H/p, W/p, C)."""
+    """Non-overlapping patch projection: (B, 3, H, W) -> (B, H/p, W/p, C), contiguous.
+
+    Contiguous because every later op reads tokens along C: left as the convolution's permuted
+    view, each LayerNorm copied it and each residual add ran strided (~1 s of a 10 s fp32 ViT-B
+    encoder on CPU).
+    """
 
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+        return self.proj(x).permute(0, 2, 3, 1).contiguous()
 
 
 class ViT(Backbone):
