@@ -47,9 +47,8 @@ def test_report_ratios(bench):
 def test_markdown_table_rows(bench):
     table = bench.markdown_table(ROWS).splitlines()
     assert table[0].startswith("| variant | device | precision | phase | sam_d2 | official")
-    assert (
-        "| vit_b | CPU x2 | bf16 | encoder (batch 1) | 0.2 img/s | 0.1 img/s | — | 2.00× "
-        in (table[2])
+    assert "| vit_b | CPU x2 | bf16 | encoder (batch 1) | 0.2 img/s | 0.1 img/s | — | 2.00× " in (
+        table[2]
     )
     assert "| amg | 30 s/image | 90 s/image | error: ImportError | 3.00× |" in table[3]
 
@@ -60,6 +59,7 @@ def test_markdown_table_rows(bench):
         (["--dtype", "fp16", "--device", "cpu"], "fp16 autocast is not supported on CPU"),
         (["--batch-size", "0", "--device", "cpu"], "--batch-size must be >= 1"),
         (["--iters", "0", "--device", "cpu"], "--iters must be >= 1"),
+        (["--amg-iters", "-1", "--device", "cpu"], "--amg-iters must be >= 0"),
         (["--amg", "--image", "no_such.jpg", "--device", "cpu"], "image not found: no_such.jpg"),
     ],
 )
@@ -68,3 +68,28 @@ def test_bad_arguments(bench, argv, message, capsys):
         bench.parse_args(argv)
     assert err.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_mask_parity(bench):
+    a, b, c = [10, "aa"], [20, "bb"], [30, "cc"]
+    assert bench.mask_parity([a, b], [a, b]) == dict(ours=2, official=2, matched=2, identical=True)
+    assert bench.mask_parity([b, a], [a, b])["identical"] is False
+    assert bench.mask_parity([a, c], [a, b, b]) == dict(
+        ours=2, official=3, matched=1, identical=False
+    )
+    first = {"sam_d2": {"masks": [a, b]}, "official": {"masks": [a, b]}}
+    times = {"sam_d2": [{"masks": [a, c]}], "official": [{"masks": [a, b]}]}
+    assert bench._parity(first, times)["matched"] == 1  # the worst call decides
+
+
+def test_mask_parity_in_table(bench):
+    ours = dict(ROWS[2], mask_parity=dict(ours=62, official=62, matched=62, identical=True))
+    table = bench.markdown_table([ours, ROWS[3]]).splitlines()
+    assert "| amg, masks identical to official (62) | 30 s/image | 90 s/image |" in table[2]
+    assert "masks: identical to official (62)" in bench.report([ours, ROWS[3]])
+
+
+def test_first_call_alone_is_the_measurement(bench):
+    first = {"seconds": 120.0, "count": 40}
+    row = bench._row("official", "proposals", first, [], {"peak_memory_gib": 3.0}, {}, 1.0)
+    assert row["value"] == 120.0 and row["masks"] == 40 and row["seconds"] == [120.0]

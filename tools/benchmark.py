@@ -14,6 +14,8 @@ alike: the ratios are more trustworthy than the absolute figures. Phases:
     amg        s/image    (automatic masks, 32x32 grid, official defaults; --amg)
     proposals  s/image    (LVIS-proposal setting: 64x64 grid, no IoU/stability filter, NMS 0.9;
                            --proposals)
+In both automatic phases sam_d2's masks are compared with the official ones call by call (count,
+masks equal pixel for pixel, same order; ``mask_parity`` of the sam_d2 row, the worst call).
 With --compile both sam_d2 and the official model are compiled (torch.compile) and the first
 call of each phase (compilation included) is reported apart (``first_call_s``). With a dtype
 other than fp32, sam_d2's outputs under that precision are compared with its fp32 outputs on
@@ -22,7 +24,9 @@ Weights are random (no pretrained weights are needed for timing) and identical i
 """
 
 import argparse
+import collections
 import contextlib
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -171,9 +175,13 @@ class _Runner:
                     self.decode()
                 count = args.prompts
             else:
-                count = len(self.generate(phase))
+                records = self.generate(phase)
+                count = len(records)
             _sync(args.device)
-        return {"seconds": time.perf_counter() - start, "count": count}
+        seconds = time.perf_counter() - start
+        if phase in AMG_SETTINGS:
+            return {"seconds": seconds, "count": count, "masks": _fingerprints(records)}
+        return {"seconds": seconds, "count": count}
 
     def accuracy(self) -> Dict[str, Any]:
         """sam_d2 at ``--dtype`` against itself in fp32 on real photos (4x4 point grid each)."""
@@ -224,6 +232,31 @@ class _Runner:
     def reset_peak(self) -> None:
         if self.args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
+
+
+def _fingerprints(records: List[Dict[str, Any]]) -> List[List[Any]]:
+    """[area, sha1 of the packed binary mask] of each generated mask, in output order."""
+    return [
+        [int(r["area"]), hashlib.sha1(np.packbits(r["segmentation"]).tobytes()).hexdigest()]
+        for r in records
+    ]
+
+
+def mask_parity(ours: List[List[Any]], official: List[List[Any]]) -> Dict[str, Any]:
+    """Compare two implementations' mask fingerprints (:func:`_fingerprints`).
+
+    Returns:
+        {"ours", "official": mask counts, "matched": masks of ours equal (pixel for pixel) to one
+        of the official ones, "identical": same masks in the same order}.
+    """
+    left = collections.Counter(map(tuple, official))
+    matched = sum((collections.Counter(map(tuple, ours)) & left).values())
+    return {
+        "ours": len(ours),
+        "official": len(official),
+        "matched": matched,
+        "identical": ours == official,
+    }
 
 
 def _worker(impl: str, args: argparse.Namespace, commands: "mp.Queue", results: "mp.Queue"):
@@ -330,6 +363,8 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
             for impl, w in workers.items():
                 peak = w.ask("peak")
                 row = _row(impl, phase, first[impl], times[impl], peak, meta, load_before)
+                if impl == "sam_d2" and phase in AMG_SETTINGS and "value" in row:
+                    row["mask_parity"] = _parity(first, times)
                 rows.append(dict(row, batch_size=batch))
                 print(_format_row(rows[-1]), file=sys.stderr, flush=True)
             _save(args, rows)
@@ -341,6 +376,21 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
         for w in workers.values():
             w.close()
     return rows
+
+
+def _parity(
+    first: Dict[str, Dict[str, Any]], times: Dict[str, List[Dict[str, Any]]]
+) -> Optional[Dict[str, Any]]:
+    """:func:`mask_parity` of sam_d2 vs official over every call of an automatic phase (the
+    worst call decides); None without an official run."""
+    calls = {impl: [first[impl], *times[impl]] for impl in ("sam_d2", "official") if impl in first}
+    if len(calls) < 2 or any("masks" not in c for cs in calls.values() for c in cs):
+        return None
+    results = [
+        mask_parity(ours["masks"], ref["masks"])
+        for ours, ref in zip(calls["sam_d2"], calls["official"])
+    ]
+    return min(results, key=lambda r: (r["identical"], r["matched"]))
 
 
 def _save(args: argparse.Namespace, rows: List[Dict[str, Any]]) -> None:
@@ -362,6 +412,7 @@ def _row(
     error = first.get("error") or next((r["error"] for r in runs if "error" in r), None)
     if error:
         return dict(row, error=error)
+    runs = runs or [first]  # --amg-iters 0: the first call is the measurement
     seconds = [r["seconds"] for r in runs]
     median = statistics.median(seconds)
     per_image = phase in ("amg", "proposals")
@@ -394,10 +445,19 @@ def _format_row(r: Dict[str, Any]) -> str:
     head = f"{r['impl']:<9}{phase:<12}"
     if "error" in r:
         return f"{head} error: {r['error']}"
+    parity = f"  masks: {_parity_text(r['mask_parity'])}" if r.get("mask_parity") else ""
     return (
         f"{head}{r['value']:>10.3f} {r['unit']:<10} first call {r['first_call_s']:8.2f} s  "
         f"peak {r['peak_memory_gib']:.2f} GiB  runs {[round(s, 2) for s in r['seconds']]}"
+        f"{parity}"
     )
+
+
+def _parity_text(p: Dict[str, Any]) -> str:
+    """'identical (62)' or '60/62 equal (official 63)' from :func:`mask_parity`."""
+    if p["identical"]:
+        return f"identical to official ({p['ours']})"
+    return f"{p['matched']}/{p['ours']} equal to official ({p['official']} official)"
 
 
 def report(rows: List[Dict[str, Any]]) -> str:
@@ -446,6 +506,8 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
             speedup = f"{(b / a if ours['unit'] == 's/image' else a / b):.2f}×"
             mem = f"{ours['peak_memory_gib']:.2f} / {ref['peak_memory_gib']:.2f} GiB"
         name = {"encoder": f"encoder (batch {batch})", "decoder": "decoder"}.get(phase, phase)
+        if ours and ours.get("mask_parity"):
+            name += f", masks {_parity_text(ours['mask_parity'])}"
         prec = dtype + (" + compile" if comp else "")
         out.append(f"| {variant} | {device} | {prec} | {name} | {' | '.join(cells)} ")
         out[-1] += f"| {speedup} | {mem} |"
@@ -481,7 +543,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=3, help="timed calls per impl and phase")
     parser.add_argument("--amg", action="store_true", help="time automatic masks (32x32)")
     parser.add_argument("--proposals", action="store_true", help="time the 64x64 LVIS setting")
-    parser.add_argument("--amg-iters", type=int, default=1, help="timed calls of amg/proposals")
+    parser.add_argument(
+        "--amg-iters",
+        type=int,
+        default=1,
+        help="timed calls of amg/proposals after the first; 0 times the first call alone",
+    )
     parser.add_argument("--points-per-batch", type=int, default=64)
     parser.add_argument("--image", default=str(DATA / "dog.jpg"), help="photo for amg/proposals")
     parser.add_argument(
@@ -504,9 +571,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("fp16 autocast is not supported on CPU; use fp32 or bf16")
     if min(args.batch_size) < 1:
         parser.error("--batch-size must be >= 1")
-    for name in ("prompts", "iters", "amg_iters", "points_per_batch"):
+    for name in ("prompts", "iters", "points_per_batch"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.amg_iters < 0:
+        parser.error("--amg-iters must be >= 0")
     automatic = args.amg or args.proposals or {"amg", "proposals"} & set(args.phases)
     needed = [args.image] if automatic else []
     needed += args.accuracy_images if args.dtype != "fp32" else []
