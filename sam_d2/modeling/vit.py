@@ -97,12 +97,7 @@ def relative_position_bias(
 
 
 def folded_rel_pos_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    table_h: Tensor,
-    table_w: Tensor,
-    hw: Tuple[int, int],
+    q: Tensor, k: Tensor, v: Tensor, table_h: Tensor, table_w: Tensor, hw: Tuple[int, int]
 ) -> Tensor:
     """Self-attention with decomposed relative position bias, without any (N, N) bias tensor.
 
