@@ -7,7 +7,7 @@ Every key is commented where it is defined. Sections:
     SAM_AUTO           the automatic mask generator (grid prompts, crops, filtering)
     TEST.POINT_EVAL    the single-point valid-mask benchmark (23 datasets)
     TEST.EDGES         the BSDS500 zero-shot edge benchmark
-    SOLVER (extra)     layer-wise lr decay for ViT fine-tuning
+    SOLVER (extra)     optimizer choice, layer-wise lr decay of the encoder trunk
 """
 
 from detectron2.config import CfgNode as CN
@@ -104,9 +104,16 @@ def _add_model_config(cfg: CN) -> None:
     # [INPUT.LSJ.MIN_SCALE, INPUT.LSJ.MAX_SCALE] of the IMAGE_SIZE square, random IMAGE_SIZE crop
     # (paper: [0.1, 2.0], used for its stage 1-2 data only).
     _C.MODEL.SAM.TRAIN.LSJ = False
-    # Fine-tuning with a frozen image encoder (its parameters get no gradient; set
-    # DROP_PATH_RATE to 0 with it).
-    _C.MODEL.SAM.TRAIN.FREEZE_IMAGE_ENCODER = False
+    # The only modules (or parameters) that train, by name in the model; the others get no
+    # gradient (set DROP_PATH_RATE to 0 with a frozen encoder). Empty: everything trains.
+    # ["prompt_encoder", "mask_decoder"]: image encoder frozen (configs/sam_finetune_coco_format
+    # .yaml); HQ-SAM's recipe, its HQ modules only: configs/sam_hq_finetune_coco_format.yaml.
+    _C.MODEL.SAM.TRAIN.TRAINABLE = []
+    _C.register_renamed_key(
+        "MODEL.SAM.TRAIN.FREEZE_IMAGE_ENCODER",
+        "MODEL.SAM.TRAIN.TRAINABLE",
+        message='the frozen encoder is now TRAINABLE ["prompt_encoder", "mask_decoder"]',
+    )
     # Activation checkpointing of the encoder's blocks in training (recomputes their forward in
     # backward: ViT-H at 1024 px fits with far less memory). bf16: MODEL.SAM.ENCODER_DTYPE.
     _C.MODEL.SAM.TRAIN.ACTIVATION_CHECKPOINTING = False
@@ -123,7 +130,8 @@ def _add_engine_config(cfg: CN) -> None:
     _C.TEST.RESUME = False
     # Optimizer: "SGD" (Detectron2's default) or "ADAMW" (SAM / ViTDet recipe).
     _C.SOLVER.OPTIMIZER = "SGD"
-    # Layer-wise lr decay for ViT blocks (1.0 = off; the SAM recipe uses 0.8).
+    # Layer-wise lr decay of the encoder trunk, each family by its own recipe (ViT, TinyViT,
+    # Hiera: sam_d2.modeling.layer_decay); 1.0 = off; the SAM recipe uses 0.8.
     _C.SOLVER.LR_DECAY_RATE = 1.0
 
 

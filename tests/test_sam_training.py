@@ -1,6 +1,7 @@
 """PromptableSam fine-tuning through Detectron2's trainer on the real COCO sample."""
 
 import numpy as np
+import pytest
 import torch
 from conftest import shared_path
 from detectron2.config import get_cfg
@@ -10,6 +11,8 @@ from detectron2.data.datasets import register_coco_instances
 import sam_d2
 from sam_d2.data.train_mapper import SamTrainMapper
 from sam_d2.engine import Trainer
+from sam_d2.modeling.meta_arch import PromptableSam
+from sam_d2.modeling.sam import build_sam_modules
 
 DATASET = "sam_d2_test_coco_sample_train"
 
@@ -97,7 +100,7 @@ def test_paper_schedules_and_the_finetune_config():
 
 def test_finetune_config_freezes_the_encoder(tmp_path):
     cfg = _cfg(tmp_path, "configs/sam_finetune_coco_format.yaml")  # tiny model, small batch
-    assert cfg.MODEL.SAM.TRAIN.FREEZE_IMAGE_ENCODER
+    assert cfg.MODEL.SAM.TRAIN.TRAINABLE == ["prompt_encoder", "mask_decoder"]
     cfg.SOLVER.IMS_PER_BATCH = 1
     cfg.SOLVER.MAX_ITER = 1
     cfg.SOLVER.WARMUP_ITERS = 1
@@ -112,3 +115,59 @@ def test_finetune_config_freezes_the_encoder(tmp_path):
     after = model.state_dict()
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert "image_encoder" not in changed and "mask_decoder" in changed
+
+
+def test_hq_finetune_config_trains_the_hq_modules_only(tmp_path):
+    """HQ-SAM's recipe: SAM frozen, only what HQ-SAM adds to its decoder trains (ViT-B, 256 px)."""
+    recipe = get_cfg()
+    sam_d2.add_sam_config(recipe)
+    recipe.merge_from_file("configs/sam_hq_finetune_coco_format.yaml")
+    s = recipe.SOLVER  # SysCV/sam-hq train/train.py, 12 epochs of HQSeg-44K at batch 32
+    assert (s.OPTIMIZER, s.BASE_LR, s.WEIGHT_DECAY, s.WARMUP_ITERS) == ("ADAMW", 1e-3, 0.0, 0)
+    assert (s.IMS_PER_BATCH, s.MAX_ITER, tuple(s.STEPS)) == (32, 16620, (13850,))
+    assert recipe.MODEL.SAM.HQ_TOKEN_ONLY and recipe.MODEL.SAM.VARIANT == "hq_vit_b"
+    cfg = _cfg(tmp_path, "configs/sam_hq_finetune_coco_format.yaml")
+    cfg.MODEL.SAM.VARIANT = "hq_vit_b"  # _cfg made it a custom SAM
+    # one short step of ViT-B on the CPU: 2 box-prompted masks, one round
+    cfg.MODEL.SAM.TRAIN.merge_from_list(
+        ["MAX_MASKS_PER_IMAGE", 2, "BOX_PROMPT_PROB", 1.0, "NUM_CORRECTION_POINTS", 0]
+    )
+    cfg.MODEL.SAM.TRAIN.NO_POINT_ROUNDS = False
+    cfg.SOLVER.IMS_PER_BATCH = 1
+    cfg.SOLVER.MAX_ITER = 1
+    cfg.SOLVER.WARMUP_ITERS = 0
+    trainer = Trainer(cfg)
+    model = trainer.model
+    with torch.device("meta"):
+        sam = sam_d2.build_sam("vit_b", img_size=256)
+    added = {n for n, _ in model.named_parameters()} - {n for n, _ in sam.named_parameters()}
+    assert {n.split(".")[1] for n in added} == {
+        "hf_token",
+        "hf_mlp",
+        "compress_vit_feat",
+        "embedding_encoder",
+        "embedding_maskfeature",
+    }
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == added
+    params = dict(model.named_parameters())
+    optimized = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert optimized == {id(params[n]) for n in added}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.train()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == added
+
+
+def test_trainable_names_must_name_something():
+    with torch.device("meta"):
+        encoder, prompt_encoder, decoder = build_sam_modules(
+            "custom", img_size=64, embed_dim=16, depth=1, num_heads=1, global_attn_indexes=(0,)
+        )
+    with pytest.raises(ValueError, match="'mask_decoder.hf_tokn' names no module or parameter"):
+        PromptableSam(
+            image_encoder=encoder,
+            prompt_encoder=prompt_encoder,
+            mask_decoder=decoder,
+            trainable=["mask_decoder", "mask_decoder.hf_tokn"],
+        )

@@ -24,6 +24,7 @@ from ..data.point_mapper import PointEvalDatasetMapper
 from ..data.train_mapper import SamTrainMapper
 from ..evaluation.build import build_evaluator
 from ..evaluation.point_miou import average_point_miou
+from ..modeling.layer_decay import layer_decay_factors
 from ..modeling.meta_arch import (
     DetectorPromptedSam,
     PromptableSam,
@@ -31,7 +32,6 @@ from ..modeling.meta_arch import (
     SamClickBenchmark,
     SamEdgeDetector,
 )
-from ..modeling.vit import ViT, lr_decay_rate
 from ..utils.atomic import atomic_open
 from .resumable import run_evaluation
 
@@ -142,22 +142,19 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-        """SGD (Detectron2 default) or AdamW, with layer-wise lr decay for ViT parameters."""
-        decay = cfg.SOLVER.LR_DECAY_RATE
-        depths = {n: len(m.blocks) for n, m in model.named_modules() if isinstance(m, ViT)}
+        """SGD (Detectron2 default) or AdamW, with layer-wise lr decay of the encoder trunk.
 
-        def lr_factor(name: str) -> float:
-            for prefix, depth in depths.items():
-                if decay != 1.0 and name.startswith(prefix):
-                    return lr_decay_rate(name[len(prefix) :].lstrip("."), decay, depth)
-            return 1.0
-
+        ``SOLVER.LR_DECAY_RATE`` decays each family's trunk by its own recipe
+        (:func:`~sam_d2.modeling.layer_decay.layer_decay_factors`: ViT, TinyViT, Hiera); with an
+        encoder it does not know, a rate other than 1 fails at once. Parameters without gradient
+        (frozen by ``MODEL.SAM.TRAIN.TRAINABLE``) are left out.
+        """
         params = get_default_optimizer_params(
             model,
             base_lr=cfg.SOLVER.BASE_LR,
             weight_decay=cfg.SOLVER.WEIGHT_DECAY,
             weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            lr_factor_func=lr_factor,
+            lr_factor_func=layer_decay_factors(model, cfg.SOLVER.LR_DECAY_RATE),
             overrides=(
                 {"pos_embed": {"weight_decay": cfg.SOLVER.WEIGHT_DECAY_POS_EMBED}}
                 if cfg.SOLVER.WEIGHT_DECAY_POS_EMBED is not None

@@ -66,7 +66,7 @@ class PromptableSam(Sam):
         decoder_dtype: str = "fp32",
         compile: bool = False,
         interactive_training: Optional[InteractiveTraining] = None,
-        freeze_image_encoder: bool = False,
+        trainable: Sequence[str] = (),
         activation_checkpointing: bool = False,
         weights: str = "",
     ) -> None:
@@ -84,8 +84,10 @@ class PromptableSam(Sam):
                 compile_sam`; the first call of each shape pays the compilation).
             interactive_training: the training simulation run by ``losses`` (default: the
                 paper's 11 rounds, ``sam_d2.modeling.interactive_training.InteractiveTraining``).
-            freeze_image_encoder: give the image encoder's parameters no gradient (fine-tuning
-                the prompt encoder and mask decoder only).
+            trainable: the modules (or parameters) that train, by name in the model (e.g.
+                ``("prompt_encoder", "mask_decoder")``: the image encoder frozen; HQ-SAM's
+                recipe: its HQ modules ``mask_decoder.hf_token``, ...); the others get no
+                gradient. Empty: everything trains.
             activation_checkpointing: recompute the encoder blocks in backward (less memory).
             weights: a checkpoint file loaded right away (``MODEL.SAM.WEIGHTS``), so that every
                 Detectron2 loading path builds the model with it (see
@@ -104,7 +106,7 @@ class PromptableSam(Sam):
         self.encoder_dtype = encoder_dtype
         self.decoder_dtype = decoder_dtype
         self.interactive_training = interactive_training or InteractiveTraining()
-        self.image_encoder.requires_grad_(not freeze_image_encoder)
+        self._set_trainable(trainable)
         self.image_encoder.activation_checkpointing = activation_checkpointing
         register_part_loading(self, [""])
         if weights:
@@ -129,10 +131,24 @@ class PromptableSam(Sam):
             decoder_dtype=cfg.MODEL.SAM.DECODER_DTYPE,
             compile=cfg.MODEL.SAM.COMPILE,
             interactive_training=InteractiveTraining(cfg),
-            freeze_image_encoder=cfg.MODEL.SAM.TRAIN.FREEZE_IMAGE_ENCODER,
+            trainable=cfg.MODEL.SAM.TRAIN.TRAINABLE,
             activation_checkpointing=cfg.MODEL.SAM.TRAIN.ACTIVATION_CHECKPOINTING,
             weights=cfg.MODEL.SAM.WEIGHTS,
         )
+
+    def _set_trainable(self, trainable: Sequence[str]) -> None:
+        """Gradients for the parameters under the ``trainable`` names only (all if empty)."""
+        if not trainable:
+            return
+        names = [name for name, _ in self.named_parameters()]
+        for prefix in trainable:
+            if not any(name == prefix or name.startswith(f"{prefix}.") for name in names):
+                raise ValueError(
+                    f"trainable: {prefix!r} names no module or parameter of the model (names "
+                    "look like 'mask_decoder' or 'mask_decoder.hf_token')"
+                )
+        for name, param in self.named_parameters():
+            param.requires_grad_(any(name == p or name.startswith(f"{p}.") for p in trainable))
 
     # ---------------------------------------------------------------- images
     def rgb_images(self, batched_inputs: List[Dict[str, Any]]) -> List[Tensor]:
