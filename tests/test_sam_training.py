@@ -171,3 +171,32 @@ def test_trainable_names_must_name_something():
             mask_decoder=decoder,
             trainable=["mask_decoder", "mask_decoder.hf_tokn"],
         )
+
+
+def test_frozen_batch_norms_keep_their_statistics():
+    """MobileSAM with a frozen encoder: its TinyViT batch norms stay in eval mode in training,
+    so a training forward leaves their running statistics as they were."""
+    encoder, prompt_encoder, decoder = build_sam_modules("vit_t", img_size=256)
+    model = PromptableSam(
+        image_encoder=encoder,
+        prompt_encoder=prompt_encoder,
+        mask_decoder=decoder,
+        trainable=["mask_decoder"],
+    )
+    norms = [m for m in model.image_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    model.train()
+    assert model.training and model.mask_decoder.training
+    assert not any(m.training for m in norms)
+    before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
+    image = torch.randint(0, 256, (3, 192, 256), dtype=torch.uint8).float()
+    masks = torch.zeros(1, 192, 256, dtype=torch.bool)
+    masks[0, 50:120, 60:200] = True
+    losses = model([{"image": image, "gt_masks": masks}])
+    sum(losses.values()).backward()
+    after = model.image_encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    model.eval()
+    assert not any(m.training for m in norms)
+    everything = sam_d2.build_sam("vit_t", img_size=256).train()
+    assert all(m.training for m in everything.modules() if isinstance(m, torch.nn.BatchNorm2d))

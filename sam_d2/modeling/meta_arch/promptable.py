@@ -28,7 +28,7 @@ import torch
 from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, Boxes, Instances
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...prompts import check_prompts
 from ..build import sam_kwargs_from_cfg
@@ -149,6 +149,19 @@ class PromptableSam(Sam):
                 )
         for name, param in self.named_parameters():
             param.requires_grad_(any(name == p or name.startswith(f"{p}.") for p in trainable))
+
+    def train(self, mode: bool = True) -> "PromptableSam":
+        """As :meth:`nn.Module.train`, except that batch norms whose parameters are all frozen
+        (``trainable``) stay in eval mode: a frozen encoder's running statistics (MobileSAM's
+        TinyViT) do not drift while the rest trains."""
+        super().train(mode)
+        if mode:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters()
+                ):
+                    module.eval()
+        return self
 
     # ---------------------------------------------------------------- images
     def rgb_images(self, batched_inputs: List[Dict[str, Any]]) -> List[Tensor]:
