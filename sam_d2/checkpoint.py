@@ -18,7 +18,7 @@ strictness, with one line naming the file:
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import Tensor, nn
@@ -84,7 +84,30 @@ def describe_shape_mismatch(state: Dict[str, Any], own: Dict[str, Tensor]) -> Op
 
 
 class SamCheckpointer(DetectionCheckpointer):
-    """DetectionCheckpointer that fails with one line on any file that does not fit (module doc)."""
+    """DetectionCheckpointer that fails with one line on any file that does not fit (module doc).
+
+    ``new_modules`` names modules (or parameters) of the model that a file may lack, e.g.
+    HQ-SAM's additions when it starts from a SAM file: those the file does not hold keep their
+    current values; every other tensor must still come from the file.
+    """
+
+    def __init__(self, model: nn.Module, *args: Any, new_modules: Sequence[str] = (), **kwargs):
+        super().__init__(model, *args, **kwargs)
+        own = list(model.state_dict())
+        for name in new_modules:
+            if not any(k == name or k.startswith(f"{name}.") for k in own):
+                raise CheckpointError(
+                    f"new module {name!r} names no module or parameter of the model (names look "
+                    "like 'mask_decoder.hf_token')"
+                )
+        self.new_modules = tuple(new_modules)
+
+    def _keep_new_modules(self, state: Dict[str, Any], own: Dict[str, Tensor]) -> None:
+        """Give the file the model's current tensors of ``new_modules`` that it lacks."""
+        for key, value in own.items():
+            new = any(key == n or key.startswith(f"{n}.") for n in self.new_modules)
+            if new and key not in state:
+                state[key] = value
 
     def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
         if path and "://" not in path and not os.path.isfile(path.split("?")[0]):
@@ -108,6 +131,7 @@ class SamCheckpointer(DetectionCheckpointer):
         filename = getattr(self, "_current_file", "<checkpoint>")
         heuristics = checkpoint.get("matching_heuristics", False)
         own = self.model.state_dict()
+        self._keep_new_modules(checkpoint["model"], own)
         hint = "" if heuristics else variant_hint(checkpoint["model"], own)
         if not heuristics:
             mismatch = describe_shape_mismatch(checkpoint["model"], own)

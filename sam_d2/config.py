@@ -28,6 +28,12 @@ def _add_model_config(cfg: CN) -> None:
     # train_net) has it; MODEL.WEIGHTS is loaded afterwards. Needed when SAM sits beside a
     # detector whose weights MODEL.WEIGHTS holds.
     _C.MODEL.SAM.WEIGHTS = ""
+    # Modules (or parameters), by name in the model, that MODEL.SAM.WEIGHTS may lack: they keep
+    # their initialisation, every other tensor must come from the file. For models that add
+    # modules to the file's, e.g. HQ-SAM trained from SAM's own sam_vit_b_01ec64.pth (HQ-SAM's
+    # recipe): ["mask_decoder.hf_token", "mask_decoder.hf_mlp", "mask_decoder.compress_vit_feat",
+    # "mask_decoder.embedding_encoder", "mask_decoder.embedding_maskfeature"].
+    _C.MODEL.SAM.WEIGHTS_NEW_MODULES = []
     # Encoder preset: "vit_b", "vit_l", "vit_h" (the official models), or "custom" to build the
     # encoder from MODEL.SAM.ENCODER below (tiny models for tests, new sizes).
     _C.MODEL.SAM.VARIANT = "vit_b"

@@ -162,3 +162,43 @@ def test_config_meta_arch_generator_and_gradients():
         if name.startswith(("hf_", "compress_vit_feat", "embedding_")):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert model.image_encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+HQ_MODULES = [
+    "mask_decoder.hf_token",
+    "mask_decoder.hf_mlp",
+    "mask_decoder.compress_vit_feat",
+    "mask_decoder.embedding_encoder",
+    "mask_decoder.embedding_maskfeature",
+]
+
+
+def test_hq_sam_starts_from_a_sam_file_with_its_new_modules_named(tmp_path):
+    """HQ-SAM's training starts from SAM's own file: with MODEL.SAM.WEIGHTS_NEW_MODULES naming the
+    HQ modules, every SAM tensor comes from the file and only the named modules keep their
+    initialisation; without it the same file is refused; a wrong name is refused."""
+    from sam_d2.utils.random_weights import randomize_state_dict
+
+    sam_file = tmp_path / "sam_vit_b.pth"
+    sam = sam_d2.build_sam("vit_b", img_size=256)
+    state = randomize_state_dict(sam.state_dict(), seed=3)
+    torch.save({"model": state}, sam_file)
+    cfg = get_cfg()
+    sam_d2.add_sam_config(cfg)
+    cfg.merge_from_file("configs/sam_hq_finetune_coco_format.yaml")
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.SAM.IMAGE_SIZE", 256])
+    cfg.MODEL.SAM.WEIGHTS = str(sam_file)
+    with pytest.raises(CheckpointError, match="sam_vit_b.pth"):
+        build_model(cfg)
+    cfg.MODEL.SAM.WEIGHTS_NEW_MODULES = HQ_MODULES
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    torch.manual_seed(0)
+    initial = sam_d2.build_sam("hq_vit_b", img_size=256).state_dict()
+    loaded = model.state_dict()
+    for key, value in loaded.items():
+        new = key.startswith(tuple(f"{m}." for m in HQ_MODULES))
+        assert torch.equal(value, initial[key] if new else state[key]), key
+    cfg.MODEL.SAM.WEIGHTS_NEW_MODULES = ["mask_decoder.hf_tokn"]
+    with pytest.raises(CheckpointError, match="'mask_decoder.hf_tokn' names no module"):
+        build_model(cfg)

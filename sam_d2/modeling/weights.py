@@ -34,10 +34,15 @@ _LOADED_FROM = "_weights_loaded_from"
 _ROOT_LOAD = "_part_loading_root_load"  # (foreign keys, variant hint) of a root load, pre -> post
 
 
-def load_part_weights(part: nn.Module, path: str) -> None:
+def load_part_weights(part: nn.Module, path: str, new_modules: Sequence[str] = ()) -> None:
     """Load a checkpoint file into one part (e.g. ``MODEL.SAM.WEIGHTS`` into the SAM) and remember
-    it, so that later checkpoints of the whole model may omit that part."""
-    SamCheckpointer(part).load(path)
+    it, so that later checkpoints of the whole model may omit that part.
+
+    Args:
+        new_modules: names (in the part) of modules or parameters the file may lack; they keep
+            their initialisation (:class:`~sam_d2.checkpoint.SamCheckpointer`).
+    """
+    SamCheckpointer(part, new_modules=new_modules).load(path)
     setattr(part, _LOADED_FROM, path)
 
 

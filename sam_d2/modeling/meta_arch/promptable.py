@@ -69,6 +69,7 @@ class PromptableSam(Sam):
         trainable: Sequence[str] = (),
         activation_checkpointing: bool = False,
         weights: str = "",
+        weights_new_modules: Sequence[str] = (),
     ) -> None:
         """
         Args:
@@ -92,6 +93,9 @@ class PromptableSam(Sam):
             weights: a checkpoint file loaded right away (``MODEL.SAM.WEIGHTS``), so that every
                 Detectron2 loading path builds the model with it (see
                 :mod:`sam_d2.modeling.weights`).
+            weights_new_modules: modules (or parameters) by name that ``weights`` may lack; they
+                keep their initialisation (``MODEL.SAM.WEIGHTS_NEW_MODULES``, e.g. HQ-SAM's
+                modules when it starts from a SAM file).
         """
         super().__init__(image_encoder, prompt_encoder, mask_decoder, pixel_mean, pixel_std)
         if input_format not in ("RGB", "BGR"):
@@ -110,7 +114,7 @@ class PromptableSam(Sam):
         self.image_encoder.activation_checkpointing = activation_checkpointing
         register_part_loading(self, [""])
         if weights:
-            load_part_weights(self, weights)
+            load_part_weights(self, weights, weights_new_modules)
         if compile:
             compile_sam(self)
 
@@ -134,6 +138,7 @@ class PromptableSam(Sam):
             trainable=cfg.MODEL.SAM.TRAIN.TRAINABLE,
             activation_checkpointing=cfg.MODEL.SAM.TRAIN.ACTIVATION_CHECKPOINTING,
             weights=cfg.MODEL.SAM.WEIGHTS,
+            weights_new_modules=cfg.MODEL.SAM.WEIGHTS_NEW_MODULES,
         )
 
     def _set_trainable(self, trainable: Sequence[str]) -> None:
