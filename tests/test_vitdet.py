@@ -26,6 +26,7 @@ import torch
 import torchvision.ops.boxes as box_ops
 from conftest import SHARED_DATA
 from detectron2 import model_zoo
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyCall as L
 from detectron2.config import get_cfg, instantiate
 from detectron2.data import transforms as T
@@ -41,8 +42,6 @@ from detectron2.modeling.roi_heads import (
 )
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
-
-from detectron2.checkpoint import DetectionCheckpointer
 
 from sam_d2.checkpoint import SamCheckpointer
 from sam_d2.config import add_sam_config

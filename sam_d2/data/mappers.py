@@ -3,12 +3,12 @@
 - :func:`build_lsj_augmentation` / :func:`build_lsj_mapper`: ViTDet's training augmentation
   (``projects/ViTDet/configs/common/coco_loader_lsj.py``), which Detectron2's yacs
   ``build_augmentation`` cannot express.
-- :class:`DetectorPromptedSamMapper`: inputs of :class:`~sam_d2.modeling.meta_arch.detector_prompted.
-  DetectorPromptedSam`. Besides the detector's ``"image"`` (Detectron2's own ``DatasetMapper``
-  with the detector's resize and channel order) every dict gets ``"sam_image"``: the *original*
-  image resized by the SAM's own transform (its frame: longest side = ``MODEL.SAM.IMAGE_SIZE`` for
-  SAM, the square for SAM 2; RGB). Each branch
-  thus sees exactly the input it was trained on, with no double resampling (a Mask R-CNN R50
+- :class:`DetectorPromptedSamMapper`: inputs of
+  :class:`~sam_d2.modeling.meta_arch.detector_prompted.DetectorPromptedSam`. Besides the
+  detector's ``"image"`` (Detectron2's own ``DatasetMapper`` with the detector's resize and channel
+  order) every dict gets ``"sam_image"``: the *original* image resized by the SAM's own transform
+  (its frame: longest side = ``MODEL.SAM.IMAGE_SIZE`` for SAM, the square for SAM 2; RGB). Each
+  branch thus sees exactly the input it was trained on, with no double resampling (a Mask R-CNN R50
   detector sees 800/1333, SAM sees 1024). When boxes come from the ground truth
   (``MODEL.SAM_PROMPTED.BOX_SOURCE = "gt"``) the annotations are kept at test time, as
   ``"instances"`` in the frame of ``"image"`` (Detectron2's convention).
