@@ -90,12 +90,12 @@ def test_point_benchmark_on_bbbc038_sample(tmp_path):
     per_dataset = results["point_miou/sam23_bbbc038"]
     assert per_dataset["num_objects"] == 125 and per_dataset["num_skipped"] == 0
     expected = {
-        "mIoU@1": 0.15759404465260465,
-        "mIoU@2": 0.1469677208364825,
-        "mIoU@3": 0.13856471810984353,
-        "mIoU@5": 0.14897327894141585,
-        "mIoU@9": 0.15337237433159515,
-        "oracle_mIoU@1": 0.18015777163049812,
+        "mIoU@1": 0.15759400103113325,
+        "mIoU@2": 0.14696775713835608,
+        "mIoU@3": 0.13856498055042452,
+        "mIoU@5": 0.1489733506992459,
+        "mIoU@9": 0.15337250855611637,
+        "oracle_mIoU@1": 0.18015773450820938,
     }
     for key, value in expected.items():
         assert per_dataset[key] == pytest.approx(value, rel=1e-6), key
