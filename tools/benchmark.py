@@ -12,6 +12,9 @@ alike: the ratios are more trustworthy than the absolute figures. Phases:
     encoder    images/s   (--batch-size 1024x1024 random images per call)
     decoder    prompts/s  (--prompts single-point prompts against one embedding, 3 masks each)
     amg        s/image    (automatic masks, 32x32 grid, official defaults; --amg)
+    amg_unfiltered  s/image  (32x32 grid, no IoU/stability filter: the work of a real checkpoint
+                           whose masks pass, and a non-empty mask comparison on random weights;
+                           --phases amg_unfiltered)
     proposals  s/image    (LVIS-proposal setting: 64x64 grid, no IoU/stability filter, NMS 0.9;
                            --proposals)
 In both automatic phases sam_d2's masks are compared with the official ones call by call (count,
@@ -49,11 +52,14 @@ IMPLS = ("sam_d2", "official", "sam_fast")
 #: Generator settings of the two automatic phases (official argument names).
 AMG_SETTINGS = {
     "amg": dict(points_per_side=32),
+    # every mask passes the filters (as many real-checkpoint masks do): with random weights the
+    # official thresholds keep nothing, and the mask comparison would be vacuous
+    "amg_unfiltered": dict(points_per_side=32, pred_iou_thresh=0.0, stability_score_thresh=0.0),
     "proposals": dict(
         points_per_side=64, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9
     ),
 }
-UNITS = {"encoder": "img/s", "decoder": "prompts/s", "amg": "s/image", "proposals": "s/image"}
+UNITS = {"encoder": "img/s", "decoder": "prompts/s", **{p: "s/image" for p in AMG_SETTINGS}}
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -415,7 +421,7 @@ def _row(
     runs = runs or [first]  # --amg-iters 0: the first call is the measurement
     seconds = [r["seconds"] for r in runs]
     median = statistics.median(seconds)
-    per_image = phase in ("amg", "proposals")
+    per_image = phase in AMG_SETTINGS
     value = median if per_image else runs[0]["count"] / median
     return dict(
         row,
@@ -576,7 +582,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.amg_iters < 0:
         parser.error("--amg-iters must be >= 0")
-    automatic = args.amg or args.proposals or {"amg", "proposals"} & set(args.phases)
+    automatic = args.amg or args.proposals or set(AMG_SETTINGS) & set(args.phases)
     needed = [args.image] if automatic else []
     needed += args.accuracy_images if args.dtype != "fp32" else []
     missing = [p for p in needed if not Path(p).is_file()]
