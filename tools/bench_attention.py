@@ -29,6 +29,7 @@ from sam_d2.modeling.vit import (
     folded_rel_pos_attention,
     relative_position_bias,
 )
+from sam_d2.utils.cli import HelpFormatter
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: name -> (batch of windows, grid side) at a 1024-pixel input.
@@ -81,9 +82,7 @@ def run(
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     parser.add_argument("--heads", type=int, default=12)

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 import sam_d2
+from sam_d2.utils.cli import HelpFormatter
 from sam_d2.utils.random_weights import randomize_state_dict
 
 OFFICIAL = {  # variant -> (package, registry name or sam2 config)
@@ -114,7 +115,7 @@ def bench(variant: str, image: np.ndarray, device: str, iters: int, prompts: int
 
 
 def main(argv: List[str] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--variants", nargs="+", default=sorted(OFFICIAL), choices=sorted(OFFICIAL))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=int, default=3, help="timed runs after one warm-up")
