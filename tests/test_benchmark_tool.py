@@ -4,6 +4,7 @@ table built from ``--json`` rows (the timing itself is exercised by running the 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "benchmark.py"
@@ -70,20 +71,53 @@ def test_bad_arguments(bench, argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def _fingerprint(bench, pixels):
+    """Fingerprint of an 8x8 mask with the given flat pixel indices set."""
+    mask = np.zeros(64, bool)
+    mask[pixels] = True
+    return bench._fingerprints([{"area": len(pixels), "segmentation": mask.reshape(8, 8)}])[0]
+
+
 def test_mask_parity(bench):
-    a, b, c = [10, "aa"], [20, "bb"], [30, "cc"]
-    assert bench.mask_parity([a, b], [a, b]) == dict(ours=2, official=2, matched=2, identical=True)
-    assert bench.mask_parity([b, a], [a, b])["identical"] is False
-    assert bench.mask_parity([a, c], [a, b, b]) == dict(
-        ours=2, official=3, matched=1, identical=False
+    a, b, c = (_fingerprint(bench, p) for p in ([1, 2], [3, 4, 5, 6], [3, 4, 5]))
+    assert bench.mask_parity([a, b], [a, b]) == dict(
+        ours=2, official=2, matched=2, identical=True, min_iou=1.0
     )
+    swapped = bench.mask_parity([b, a], [a, b])
+    assert swapped["identical"] is False and swapped["min_iou"] == 0.0
+    # one pixel off: not equal, IoU 3/4
+    assert bench.mask_parity([a, c], [a, b]) == dict(
+        ours=2, official=2, matched=1, identical=False, min_iou=0.75
+    )
+    assert bench.mask_parity([a, c], [a, b, b])["min_iou"] is None  # counts differ
     first = {"sam_d2": {"masks": [a, b]}, "official": {"masks": [a, b]}}
     times = {"sam_d2": [{"masks": [a, c]}], "official": [{"masks": [a, b]}]}
     assert bench._parity(first, times)["matched"] == 1  # the worst call decides
 
 
+def test_fingerprints_of_rle_and_binary_masks_agree(bench):
+    from pycocotools import mask as mask_utils
+
+    mask = np.zeros((5, 7), bool)
+    mask[1:3, 2:6] = True
+    binary = bench._fingerprints([{"area": 8, "segmentation": mask}])
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    uncompressed = {"size": [5, 7], "counts": _uncompressed_counts(mask)}
+    assert binary == bench._fingerprints([{"area": 8, "segmentation": uncompressed}])
+    assert binary[0] == [8, 5, 7, rle["counts"].decode("ascii")]
+
+
+def _uncompressed_counts(mask):
+    """Column-major run lengths starting with a run of zeros (COCO's uncompressed RLE)."""
+    flat = mask.flatten(order="F").astype(int)
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1]]])))
+    return np.diff(np.concatenate([[0], changes])).tolist()
+
+
 def test_mask_parity_in_table(bench):
-    ours = dict(ROWS[2], mask_parity=dict(ours=62, official=62, matched=62, identical=True))
+    ours = dict(
+        ROWS[2], mask_parity=dict(ours=62, official=62, matched=62, identical=True, min_iou=1.0)
+    )
     table = bench.markdown_table([ours, ROWS[3]]).splitlines()
     assert "| amg, masks identical to official (62) | 30 s/image | 90 s/image |" in table[2]
     assert "masks: identical to official (62)" in bench.report([ours, ROWS[3]])

@@ -15,21 +15,22 @@ alike: the ratios are more trustworthy than the absolute figures. Phases:
     amg_unfiltered  s/image  (32x32 grid, no IoU/stability filter: the work of a real checkpoint
                            whose masks pass, and a non-empty mask comparison on random weights;
                            --phases amg_unfiltered)
-    proposals  s/image    (LVIS-proposal setting: 64x64 grid, no IoU/stability filter, NMS 0.9;
-                           --proposals)
-In both automatic phases sam_d2's masks are compared with the official ones call by call (count,
-masks equal pixel for pixel, same order; ``mask_parity`` of the sam_d2 row, the worst call).
+    proposals  s/image    (LVIS-proposal setting: 64x64 grid, no IoU/stability filter, NMS 0.9,
+                           masks returned as RLE; --proposals)
+In the automatic phases sam_d2's masks are compared with the official ones call by call (count,
+masks equal pixel for pixel, same order, lowest IoU of the i-th masks; ``mask_parity`` of the
+sam_d2 row, the worst call).
 With --compile both sam_d2 and the official model are compiled (torch.compile) and the first
 call of each phase (compilation included) is reported apart (``first_call_s``). With a dtype
 other than fp32, sam_d2's outputs under that precision are compared with its fp32 outputs on
-real images (``accuracy`` row: low-res logit error and mask IoU at the original size).
+real images (``accuracy`` row: low-res logit error and mask IoU at the original size;
+--no-accuracy skips it).
 Weights are random (no pretrained weights are needed for timing) and identical in every process.
 """
 
 import argparse
 import collections
 import contextlib
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -57,8 +58,13 @@ AMG_SETTINGS = {
     # every mask passes the filters (as many real-checkpoint masks do): with random weights the
     # official thresholds keep nothing, and the mask comparison would be vacuous
     "amg_unfiltered": dict(points_per_side=32, pred_iou_thresh=0.0, stability_score_thresh=0.0),
+    # masks kept as RLE, as a proposal evaluator stores them (no decoding to full-size arrays)
     "proposals": dict(
-        points_per_side=64, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=0.9
+        points_per_side=64,
+        pred_iou_thresh=0.0,
+        stability_score_thresh=0.0,
+        box_nms_thresh=0.9,
+        output_mode="uncompressed_rle",
     ),
 }
 UNITS = {"encoder": "img/s", "decoder": "prompts/s", **{p: "s/image" for p in AMG_SETTINGS}}
@@ -85,20 +91,20 @@ def _build(impl: str, args: argparse.Namespace) -> torch.nn.Module:
     """Model of ``impl`` with the shared random weights, on the device, in eval mode."""
     state = _random_state(args.variant)
     if impl == "sam_d2":
-        from sam_d2 import build_sam
-
-        model = build_sam(args.variant)
-        model.load_state_dict(state)
+        from sam_d2 import build_sam as build
     elif impl == "official":
         from segment_anything import sam_model_registry
 
-        model = sam_model_registry[args.variant]()
-        model.load_state_dict(state)
+        build = sam_model_registry[args.variant]
     else:
         from segment_anything_fast import sam_model_registry  # GPU-only package
 
-        model = sam_model_registry[args.variant]()
-        model.load_state_dict(state)
+        build = sam_model_registry[args.variant]
+    with torch.device(args.device):  # default init straight on the device (fast on a GPU)
+        model = build(args.variant) if impl == "sam_d2" else build()
+    model.load_state_dict(state)
+    # buffers made by legacy constructors (the official pixel_mean: torch.Tensor(list)) ignore the
+    # default device; the official predictors take their device from them
     model = model.to(args.device).eval()
     if args.compile:
         from sam_d2.modeling.speed import compile_sam
@@ -203,7 +209,7 @@ class _Runner:
             image = np.array(Image.open(path).convert("RGB"))
             h, w = image.shape[:2]
             resized = ResizeLongestSide(model.img_size).get_transform(image).apply_image(image)
-            tensor = torch.as_tensor(np.ascontiguousarray(resized)).permute(2, 0, 1).to(dev)
+            tensor = torch.as_tensor(np.array(resized)).permute(2, 0, 1).to(dev)
             in_hw = tuple(tensor.shape[1:])
             grid = (np.arange(4) + 0.5) / 4
             xy = np.stack(np.meshgrid(grid * in_hw[1], grid * in_hw[0]), -1).reshape(-1, 1, 2)
@@ -243,11 +249,24 @@ class _Runner:
 
 
 def _fingerprints(records: List[Dict[str, Any]]) -> List[List[Any]]:
-    """[area, sha1 of the packed binary mask] of each generated mask, in output order."""
-    return [
-        [int(r["area"]), hashlib.sha1(np.packbits(r["segmentation"]).tobytes()).hexdigest()]
-        for r in records
-    ]
+    """[area, height, width, COCO RLE counts] of each generated mask, in output order.
+
+    The compressed RLE is canonical (equal strings mean equal masks) and lets the driver measure
+    the IoU of masks that differ by a few pixels without shipping full-resolution masks.
+    """
+    from pycocotools import mask as mask_utils
+
+    out = []
+    for r in records:
+        seg = r["segmentation"]
+        if isinstance(seg, dict):  # uncompressed RLE (the proposal phase)
+            h, w = seg["size"]
+            rle = mask_utils.frPyObjects(seg, h, w)
+        else:
+            h, w = seg.shape
+            rle = mask_utils.encode(np.asfortranarray(seg.astype(np.uint8)))
+        out.append([int(r["area"]), h, w, rle["counts"].decode("ascii")])
+    return out
 
 
 def mask_parity(ours: List[List[Any]], official: List[List[Any]]) -> Dict[str, Any]:
@@ -255,15 +274,29 @@ def mask_parity(ours: List[List[Any]], official: List[List[Any]]) -> Dict[str, A
 
     Returns:
         {"ours", "official": mask counts, "matched": masks of ours equal (pixel for pixel) to one
-        of the official ones, "identical": same masks in the same order}.
+        of the official ones, "identical": same masks in the same order, "min_iou": the lowest
+        IoU of the i-th mask of ours with the i-th official one (None when the counts differ)}.
     """
+    from pycocotools import mask as mask_utils
+
     left = collections.Counter(map(tuple, official))
     matched = sum((collections.Counter(map(tuple, ours)) & left).values())
+    min_iou = None
+    if len(ours) == len(official) and ours:
+
+        def rle(f: List[Any]) -> Dict[str, Any]:
+            return {"size": [f[1], f[2]], "counts": f[3].encode("ascii")}
+
+        min_iou = min(
+            float(mask_utils.iou([rle(a)], [rle(b)], [0])[0, 0]) if a != b else 1.0
+            for a, b in zip(ours, official)
+        )
     return {
         "ours": len(ours),
         "official": len(official),
         "matched": matched,
         "identical": ours == official,
+        "min_iou": min_iou,
     }
 
 
@@ -306,8 +339,15 @@ class _Worker:
         self.proc = ctx.Process(
             target=_worker, args=(impl, args, self.commands, self.results), daemon=True
         )
-        self.proc.start()
-        self.error: Optional[str] = self._get().get("error")
+        self.proc.start()  # the model is built in the background: see :meth:`ready`
+        self._ready: Optional[Dict[str, Any]] = None
+
+    @property
+    def error(self) -> Optional[str]:
+        """Waits until the worker has built its model; its error (e.g. an import) or None."""
+        if self._ready is None:
+            self._ready = self._get()
+        return self._ready.get("error")
 
     def _get(self) -> Dict[str, Any]:
         while True:
@@ -340,7 +380,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
     impls = list(args.impls)
     if args.device != "cuda" and "sam_fast" in impls:
         impls.remove("sam_fast")  # its kernels are CUDA-only
-    workers = {impl: _Worker(impl, args) for impl in impls}
+    workers = {impl: _Worker(impl, args) for impl in impls}  # they build in parallel
     phases = [("encoder", b) for b in args.batch_size if "encoder" in args.phases]
     phases += [
         (p, 1) for p in ["decoder", *AMG_SETTINGS] if p in args.phases or getattr(args, p, 0)
@@ -376,7 +416,7 @@ def run(args: argparse.Namespace) -> List[Dict[str, Any]]:
                 rows.append(dict(row, batch_size=batch))
                 print(_format_row(rows[-1]), file=sys.stderr, flush=True)
             _save(args, rows)
-        if args.dtype != "fp32" and "sam_d2" in workers:
+        if args.dtype != "fp32" and args.accuracy and "sam_d2" in workers:
             acc = workers["sam_d2"].ask("accuracy")
             rows.append(dict(meta, impl="sam_d2", phase="accuracy", batch_size=1, **acc))
             _save(args, rows)
@@ -398,7 +438,7 @@ def _parity(
         mask_parity(ours["masks"], ref["masks"])
         for ours, ref in zip(calls["sam_d2"], calls["official"])
     ]
-    return min(results, key=lambda r: (r["identical"], r["matched"]))
+    return min(results, key=lambda r: (r["identical"], r["matched"], r["min_iou"] or 0.0))
 
 
 def _save(args: argparse.Namespace, rows: List[Dict[str, Any]]) -> None:
@@ -462,10 +502,14 @@ def _format_row(r: Dict[str, Any]) -> str:
 
 
 def _parity_text(p: Dict[str, Any]) -> str:
-    """'identical (62)' or '60/62 equal (official 63)' from :func:`mask_parity`."""
+    """'identical to official (62)', '61/62 equal to official (62 official), min IoU 0.99998'
+    from :func:`mask_parity`."""
     if p["identical"]:
         return f"identical to official ({p['ours']})"
-    return f"{p['matched']}/{p['ours']} equal to official ({p['official']} official)"
+    text = f"{p['matched']}/{p['ours']} equal to official ({p['official']} official)"
+    if p.get("min_iou") is not None:
+        text += f", min IoU {p['min_iou']:.5f}"
+    return text
 
 
 def report(rows: List[Dict[str, Any]]) -> str:
@@ -566,6 +610,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "--impls", nargs="+", default=list(IMPLS), choices=IMPLS, help="implementations to run"
     )
+    parser.add_argument(
+        "--no-accuracy",
+        dest="accuracy",
+        action="store_false",
+        help="skip the reduced-precision accuracy check (run by default when --dtype is not fp32)",
+    )
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--table", nargs="+", metavar="JSON", help="print README rows and exit")
     args = parser.parse_args(argv)
@@ -584,7 +634,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--amg-iters must be >= 0")
     automatic = args.amg or args.proposals or set(AMG_SETTINGS) & set(args.phases)
     needed = [args.image] if automatic else []
-    needed += args.accuracy_images if args.dtype != "fp32" else []
+    needed += args.accuracy_images if args.dtype != "fp32" and args.accuracy else []
     missing = [p for p in needed if not Path(p).is_file()]
     if missing:
         parser.error(f"image not found: {missing[0]}")
