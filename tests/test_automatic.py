@@ -149,6 +149,44 @@ def test_parity_with_official_generator(models, image, case):
             assert isinstance(seg["counts"], str if mode == "coco_rle" else list)
 
 
+@pytest.mark.parametrize("own_forward", [False, True], ids=["sam_decoder", "family_decoder"])
+@pytest.mark.parametrize("multimask", [True, False])
+def test_decode_selected_equals_decode_then_iou_filter(models, multimask, own_forward):
+    """Only prompts with a kept output are upscaled; the kept outputs are decode()'s. A decoder
+    class with its own forward (HQ-SAM, SAM 2) takes the upscale-all-then-select path."""
+    from sam_d2.modeling.mask_decoder import MaskDecoder
+
+    class OwnForward(MaskDecoder):
+        def forward(self, *args, **kwargs):
+            return super().forward(*args, **kwargs)
+
+    model = models[0]
+    decoder_class = model.mask_decoder.__class__
+    g = torch.Generator().manual_seed(3)
+    embedding = torch.randn(1, 256, 16, 16, generator=g)
+    coords = torch.rand(12, 2, 2, generator=g) * IMG_SIZE
+    labels = torch.randint(0, 2, (12, 2), generator=g)
+    try:
+        if own_forward:
+            model.mask_decoder.__class__ = OwnForward
+        with torch.inference_mode():
+            low_res, iou = model.decode(embedding, coords, labels, multimask_output=multimask)
+            threshold = float(iou.flatten().sort().values[iou.numel() // 2])
+            kept, kept_iou, prompt = model.decode_selected(
+                embedding, coords, labels, threshold, multimask_output=multimask
+            )
+    finally:
+        model.mask_decoder.__class__ = decoder_class
+    keep = iou > threshold
+    assert 0 < keep.sum() < keep.numel() and not keep.any(dim=1).all()  # some prompts skipped
+    assert torch.equal(prompt, keep.nonzero()[:, 0])
+    torch.testing.assert_close(kept_iou, iou[keep], rtol=0, atol=1e-6)
+    torch.testing.assert_close(kept, low_res[keep], rtol=0, atol=1e-5)
+    with torch.inference_mode():  # nothing passes
+        kept, kept_iou, prompt = model.decode_selected(embedding, coords, labels, 1e9)
+    assert kept.shape == (0, 64, 64) and kept_iou.shape == prompt.shape == (0,)
+
+
 def test_generate_batch_equals_single_images(models, image):
     ours_model, _ = models
     kwargs = dict(RELAXED, points_per_side=4, output_mode="coco_rle")

@@ -273,13 +273,15 @@ class AutomaticMaskGenerator:
         """One batch of point prompts of a crop -> masks passing the per-mask filters."""
         model = self.model
         labels = torch.ones(len(prompts), 1, dtype=torch.int, device=self.device)
-        low_res, iou = model.decode(embedding, prompts[:, None], labels, multimask_output=True)
-        k = low_res.shape[1]
-        low_res, iou = low_res.flatten(0, 1), iou.flatten().float()
-        points = points_in_image.repeat_interleave(k, dim=0)
-        if self.pred_iou_thresh > 0:
-            keep = (iou > self.pred_iou_thresh).nonzero().flatten()
-            low_res, iou, points = low_res[keep], iou[keep], points[keep]
+        if self.pred_iou_thresh > 0:  # masks failing the IoU filter are never upscaled
+            low_res, iou, prompt = model.decode_selected(
+                embedding, prompts[:, None], labels, self.pred_iou_thresh
+            )
+            iou, points = iou.float(), points_in_image[prompt]
+        else:
+            low_res, iou = model.decode(embedding, prompts[:, None], labels)
+            points = points_in_image.repeat_interleave(low_res.shape[1], dim=0)
+            low_res, iou = low_res.flatten(0, 1), iou.flatten().float()
         x0, y0, x1, y1 = crop_box
         crop_hw = (y1 - y0, x1 - x0)
         offset = torch.tensor([x0, y0, x0, y0], device=self.device)

@@ -99,6 +99,62 @@ class MaskDecoder(nn.Module):
         keep = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, keep], iou_pred[:, keep]
 
+    def forward_selected(
+        self,
+        image_embeddings: Tensor,
+        image_pe: Tensor,
+        sparse_prompt_embeddings: Tensor,
+        dense_prompt_embeddings: Tensor,
+        multimask_output: bool,
+        min_iou: float,
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """:meth:`forward` of one image, keeping only the outputs whose predicted IoU exceeds
+        ``min_iou``; SAM's decoder upscales only the prompts with a kept output (subclasses with
+        their own :meth:`forward` upscale all, then select).
+
+        The kept masks and IoUs are those :meth:`forward` returns (same math, fewer prompts);
+        an automatic generator's IoU filter costs no upscaling this way.
+
+        Args:
+            image_embeddings: (1, C, h, w).
+            image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, multimask_output: as
+                :meth:`forward`.
+            min_iou: keep outputs with predicted IoU > min_iou.
+
+        Returns:
+            mask logits (M, 4h, 4w), predicted IoUs (M,) and the prompt of each (M,), in
+            (prompt, output) order.
+        """
+        if image_embeddings.shape[0] != 1:
+            raise ValueError(
+                f"MaskDecoder.forward_selected: one image embedding expected, got "
+                f"{image_embeddings.shape[0]}"
+            )
+        if type(self).forward is not MaskDecoder.forward:
+            # a family's decoder (HQ-SAM, SAM 2) with its own forward: upscale all, then select
+            masks, iou = self(
+                image_embeddings,
+                image_pe,
+                sparse_prompt_embeddings,
+                dense_prompt_embeddings,
+                multimask_output,
+            )
+            keep = iou.float() > min_iou  # in fp32, as a float threshold is meant
+            prompts = torch.arange(len(iou), device=iou.device)[:, None].expand_as(keep)
+            return masks[keep], iou[keep], prompts[keep]
+        hs, src, hw = self._transform(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+        )
+        outputs = slice(1, None) if multimask_output else slice(0, 1)
+        iou = self.iou_prediction_head(hs[:, 0])[:, outputs]
+        keep = iou.float() > min_iou  # (N, K), in fp32 as a float threshold is meant
+        prompts = keep.any(dim=1).nonzero()[:, 0]
+        if len(prompts) == 0:
+            return src.new_zeros(0, 4 * hw[0], 4 * hw[1]), iou[:0, 0], prompts
+        masks = self._upscaled_masks(src[prompts], self._hypernetwork_weights(hs[prompts]), hw)
+        keep = keep[prompts]
+        return masks[:, outputs][keep], iou[prompts][keep], prompts[:, None].expand_as(keep)[keep]
+
     def predict_masks(
         self,
         image_embeddings: Tensor,
@@ -119,33 +175,53 @@ class MaskDecoder(nn.Module):
                 f"MaskDecoder: {b} image embeddings given without image_index; pass which "
                 "image each prompt belongs to"
             )
+        dense = dense_prompt_embeddings
+        if b != 1 and (dense.shape[0] == 1 or dense.stride(0) == 0):
+            return self._predict_per_image(
+                image_embeddings, image_pe, sparse_prompt_embeddings, dense[:1], image_index
+            )
+        hs, src, hw = self._transform(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense, image_index
+        )
+        masks = self._upscaled_masks(src, self._hypernetwork_weights(hs), hw)
+        return masks, self.iou_prediction_head(hs[:, 0])
+
+    def _transform(
+        self,
+        image_embeddings: Tensor,
+        image_pe: Tensor,
+        sparse_prompt_embeddings: Tensor,
+        dense_prompt_embeddings: Tensor,
+        image_index: Optional[Tensor] = None,
+    ) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+        """The two-way transformer over output + prompt tokens and the image tokens.
+
+        With a dense prompt shared by all prompts (shape (1, C, h, w) or stride 0 along N) the
+        image embeddings must be one image (B == 1); they are then read once, not per prompt.
+
+        Returns:
+            output/prompt tokens (N, 1 + M + T, C), image tokens (N, h*w, C) and (h, w).
+        """
         n = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens[None].expand(n, -1, -1).to(sparse_prompt_embeddings.dtype)
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings], dim=1)
-
         dense = dense_prompt_embeddings
         if dense.shape[0] == 1 or dense.stride(0) == 0:  # the same dense prompt for all
-            if b == 1:
-                src = image_embeddings + dense[:1]  # (1, C, h, w), shared by every prompt
-            else:
-                return self._predict_per_image(
-                    image_embeddings, image_pe, sparse_prompt_embeddings, dense[:1], image_index
-                )
+            src = image_embeddings + dense[:1]  # (1, C, h, w), shared by every prompt
         elif image_index is None:
             src = image_embeddings + dense
         else:
             src = image_embeddings[image_index] + dense
-        h, w = src.shape[-2:]
+        hw = (src.shape[-2], src.shape[-1])
         hs, src = self.transformer(src, image_pe, tokens)
-        iou_token_out = hs[:, 0]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
-            dim=1,
-        )  # (N, 1 + K, C/8)
-        masks = self._upscaled_masks(src, hyper_in, (h, w))
-        return masks, self.iou_prediction_head(iou_token_out)
+        return hs, src, hw
+
+    def _hypernetwork_weights(self, hs: Tensor) -> Tensor:
+        """(N, 1 + M, C/8) mask weights from the transformer's output tokens (N, T', C)."""
+        return torch.stack(
+            [mlp(hs[:, 1 + i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
 
     def _predict_per_image(
         self,

@@ -140,6 +140,36 @@ class Sam(nn.Module):
             image_index,
         )
 
+    def decode_selected(
+        self,
+        image_embeddings: Tensor,
+        point_coords: Tensor,
+        point_labels: Tensor,
+        min_iou: float,
+        multimask_output: bool = True,
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """:meth:`decode` of point prompts on one image, keeping the outputs whose predicted IoU
+        exceeds ``min_iou`` (:meth:`MaskDecoder.forward_selected`: no upscaling for the others).
+
+        Args:
+            image_embeddings: (1, C, h, w).
+            point_coords, point_labels, multimask_output: as :meth:`decode`.
+            min_iou: keep outputs with predicted IoU > min_iou.
+
+        Returns:
+            low-res logits (M, 4h, 4w), predicted IoUs (M,) and the prompt index of each (M,),
+            in (prompt, output) order.
+        """
+        sparse, dense = self.prompt_encoder((point_coords, point_labels), None, None)
+        return self.mask_decoder.forward_selected(
+            image_embeddings,
+            self.prompt_encoder.get_dense_pe(),
+            sparse,
+            dense,
+            multimask_output,
+            min_iou,
+        )
+
     def postprocess_masks(
         self, masks: Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int]
     ) -> Tensor:
