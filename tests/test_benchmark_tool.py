@@ -127,3 +127,12 @@ def test_first_call_alone_is_the_measurement(bench):
     first = {"seconds": 120.0, "count": 40}
     row = bench._row("official", "proposals", first, [], {"peak_memory_gib": 3.0}, {}, 1.0)
     assert row["value"] == 120.0 and row["masks"] == 40 and row["seconds"] == [120.0]
+
+
+def test_help_shows_no_default_for_flags(bench, capsys):
+    """``--no-accuracy`` (store_false, default True) must not read '(default: True)'."""
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--no-accuracy skip the reduced-precision accuracy check" in text
+    assert "(default: True)" not in text and "(default: 1)" in text  # --amg-iters still shows
