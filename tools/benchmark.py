@@ -339,7 +339,7 @@ class _Worker:
         self.proc = ctx.Process(
             target=_worker, args=(impl, args, self.commands, self.results), daemon=True
         )
-        self.proc.start()  # the model is built in the background: see :meth:`ready`
+        self.proc.start()  # the model is built in the background: see :attr:`error`
         self._ready: Optional[Dict[str, Any]] = None
 
     @property
